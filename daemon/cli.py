@@ -1,0 +1,212 @@
+"""The ``sideman`` command line: ``tokens``, ``generate`` and ``bench``.
+
+Each subcommand parses its arguments here and calls the library; errors a user can fix are
+printed as one ``sideman: error: …`` line with exit status 2, never as a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("sideman")
+
+
+class CliError(Exception):
+    """A user-facing command-line error (bad argument, unreadable file …)."""
+
+
+def _bar_range(text: str) -> tuple[int, ...]:
+    """Parse ``4-7`` or ``4,6,9`` or ``5`` into a tuple of bar indices."""
+    bars: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                first, last = (int(x) for x in part.split("-", 1))
+                if last < first:
+                    raise ValueError
+                bars.extend(range(first, last + 1))
+            else:
+                bars.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bars must look like 4-7, 4,6,9 or 5 (0-based bar indices), got {text!r}"
+        ) from None
+    if any(b < 0 for b in bars):
+        raise argparse.ArgumentTypeError(f"bar indices are 0-based and cannot be negative: {text!r}")
+    return tuple(sorted(set(bars)))
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint bundle (.pt or .safetensors) or a shipped model name (default: the shipped default)",
+    )
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="use a randomly initialised model of the yellow_small shape instead of a checkpoint",
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sideman", description="Real-time accompaniment with a small GPT-2.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tokens = sub.add_parser("tokens", help="print a MIDI file's yellow token ids as JSON")
+    tokens.add_argument("midi", type=Path)
+    tokens.add_argument("--window-bars", type=int, default=8, help="NumBars window length (4 or 8 for yellow)")
+    tokens.add_argument("--no-attributes", action="store_true", help="omit the track attribute tokens")
+    tokens.add_argument("--skip-unknown-meters", action="store_true", help="drop bars whose meter is not in the vocabulary")
+    tokens.add_argument("--describe", action="store_true", help="also print each token as Type(value)")
+
+    generate = sub.add_parser("generate", help="infill or continue bars of one track of a MIDI file")
+    generate.add_argument("input", type=Path, help="input MIDI file (with --demo: where to write the demo input)")
+    generate.add_argument("output", type=Path, help="output MIDI file")
+    generate.add_argument("--track", type=int, default=0, help="0-based index of the track to generate")
+    generate.add_argument("--bars", type=_bar_range, default=None, help="bars to generate, e.g. 4-7 (default: the last 4)")
+    generate.add_argument("--autoregressive", action="store_true", help="continue the track from its first target bar on")
+    generate.add_argument("--demo", action="store_true", help="write a built-in 8-bar, 4-voice input first and use it")
+    generate.add_argument("--model-dim", type=int, default=None, help="window length in bars (4 or 8)")
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0, help="random seed (-1: free-running)")
+    generate.add_argument("--num-candidates", type=int, default=1)
+    generate.add_argument("--mask-mode", default="attention", choices=["attention", "attention_skip", "remove", "token"])
+    generate.add_argument("--skip-unknown-meters", action="store_true")
+    _add_model_arguments(generate)
+
+    bench = sub.add_parser("bench", help="print performance figures")
+    bench.add_argument("suite", choices=["tokenizer", "generate"])
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
+    bench.add_argument("--threads", type=int, default=2, help="torch threads for the generate suite")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "tokens":
+            return _tokens(args)
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "bench":
+            return _bench(args)
+    except CliError as exc:
+        print(f"sideman: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sideman: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes whose message is a complete, actionable user error."""
+    from sideman.engine.checkpoint import CheckpointError
+    from sideman.engine.inference import EngineError
+    from sideman.engine.midi_io import MidiFileError
+    from sideman.engine.request import RequestError
+    from sideman.engine.score import ScoreError
+    from sideman.engine.tokenizer import TokenizerError
+    from sideman.engine.vocab import EncoderConfigError
+
+    return (CheckpointError, EngineError, MidiFileError, RequestError, ScoreError, TokenizerError, EncoderConfigError)
+
+
+def _tokens(args: argparse.Namespace) -> int:
+    from sideman.engine.score import Score
+    from sideman.engine.tokenizer import Tokenizer
+    from sideman.engine.vocab import EncoderConfig
+
+    config = EncoderConfig.yellow()
+    try:
+        score = Score.from_midi(args.midi, skip_unknown_time_signatures=args.skip_unknown_meters)
+        ids = Tokenizer(config).encode_score(score, window_bars=args.window_bars, attributes=not args.no_attributes)
+    except _user_errors() as exc:
+        raise CliError(str(exc)) from exc
+    out: dict = {
+        "file": str(args.midi),
+        "n_bars": score.n_bars,
+        "n_tracks": score.n_tracks,
+        "n_notes": len(score.notes),
+        "window_bars": args.window_bars,
+        "ids": [int(i) for i in ids],
+    }
+    if args.describe:
+        out["tokens"] = [config.vocabulary.describe(int(i)) for i in ids]
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from sideman.engine.demo import demo_score
+    from sideman.engine.inference import InferenceEngine
+    from sideman.engine.request import GenerationRequest, InferenceConfig, TrackPrompt
+    from sideman.engine.score import Score
+
+    try:
+        if args.demo:
+            demo_score().to_midi(args.input)
+            print(f"wrote the demo input (8 bars, 4 voices) to {args.input}")
+        score = Score.from_midi(args.input, skip_unknown_time_signatures=args.skip_unknown_meters)
+        if not 0 <= args.track < score.n_tracks:
+            raise CliError(f"--track {args.track}: the file has {score.n_tracks} tracks (0..{score.n_tracks - 1})")
+        bars = args.bars if args.bars is not None else tuple(range(max(0, score.n_bars - 4), score.n_bars))
+        model_dim = args.model_dim or (8 if score.n_bars >= 8 else 4)
+        engine = _load_engine(args)
+        request = GenerationRequest(
+            tracks=(TrackPrompt(id=args.track, bars=bars, autoregressive=args.autoregressive),),
+            config=InferenceConfig(
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                seed=args.seed,
+                num_candidates=args.num_candidates,
+                model_dim=model_dim,
+                mask_mode=args.mask_mode,
+                device=args.device,
+            ),
+        )
+        result = engine.session(score, request).run()
+        result.score.to_midi(args.output)
+    except _user_errors() as exc:
+        raise CliError(str(exc)) from exc
+    print(result.summary())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _load_engine(args: argparse.Namespace):
+    from sideman.engine.inference import InferenceEngine
+
+    if args.random_init:
+        print("using a randomly initialised yellow_small-shaped model: expect random notes")
+        return InferenceEngine.random_init(device=args.device)
+    return InferenceEngine.from_pretrained(args.model or "default", device=args.device)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sideman.engine import bench
+
+    if args.suite == "tokenizer":
+        bench.run_tokenizer_bench(quick=args.quick)
+    else:
+        bench.run_generate_bench(quick=args.quick, threads=args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
