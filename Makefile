@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sideman generate --demo --random-init demo-in.mid demo-out.mid
+	$(BIN)/sideman generate --demo --random-init --track 3 --bars 4-7 demo-in.mid demo-out.mid
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
