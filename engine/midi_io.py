@@ -1,8 +1,15 @@
 """MIDI file input and output for the score model (tokens.md §6.2, quantisation path B).
 
-``read_midi`` parses a type 0/1 standard MIDI file with mido and puts its notes straight onto the
-model grid (12 ticks per quarter by default) by rounding; ``write_midi`` writes a score back as a
-type 1 file. Only the walk over MIDI messages is Python; quantisation and bar assignment are numpy.
+``read_midi`` parses a type 0/1 standard MIDI file and puts its notes straight onto the model grid
+(12 ticks per quarter by default) by rounding; ``write_midi`` writes a score back as a type 1 file.
+Parsing gives raw per-note arrays (source ticks, pitch, velocity, MIDI track and channel) plus meter,
+tempo, program and name events; quantisation and bar assignment are numpy. Two parsers: symusic (C++,
+the default) and mido (pure Python, the readable reference). The symusic one proves, with byte
+checks on each chunk, that it gives the mido reader's result and otherwise hands the file to mido:
+program changes after a channel's first note, a program 0 that may come from another track's change,
+two track names in a track, a chunk whose last event is not its only end-of-track, same-tick meter
+or tempo events that differ, framing mido rejects. Limit: inside well-framed chunks symusic is more
+lenient than mido with corrupt event data (e.g. a data byte above 127 that mido rejects).
 
 Rules that tokens.md leaves open, as sideman settles them:
 
@@ -36,6 +43,7 @@ from typing import BinaryIO
 
 import mido
 import numpy as np
+import symusic
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.vocab import EncoderConfig
 
@@ -77,6 +85,9 @@ class _RawEvents:
     programs: list[tuple[int, int, int, int]] = field(default_factory=list)
     meters: list[tuple[int, int, int, int]] = field(default_factory=list)
     tempos: list[tuple[int, int, int]] = field(default_factory=list)
+    # Set by the symusic backend: program per score-track key (midi_track * 16 + channel), already
+    # resolved by the program rule; None → resolve from ``programs`` (the mido backend).
+    program_of: dict[int, int] | None = None
 
 
 def read_midi(
@@ -85,6 +96,7 @@ def read_midi(
     skip_unknown_time_signatures: bool = False,
     encoder_config: EncoderConfig | None = None,
     resolution: int | None = None,
+    backend: str = "symusic",
 ) -> Score:
     """Read a type 0 or type 1 MIDI file onto the model grid (tokens.md §6.2 path B).
 
@@ -95,14 +107,27 @@ def read_midi(
     the config's time-signature list, otherwise TimeSignatureError, or, with
     ``skip_unknown_time_signatures``, those bars and their notes are removed.
 
-    ``path_or_file`` is a path, the file's bytes, or a binary file object.
+    ``path_or_file`` is a path, the file's bytes, or a binary file object. ``backend`` picks the
+    parser: ``"symusic"`` (default, C++) or ``"mido"`` (pure Python, the reference). Both give the
+    same Score; the symusic backend hands any file it cannot prove it reads identically (see
+    ``_symusic_events``) to the mido one.
     """
+    if backend not in ("symusic", "mido"):
+        raise ValueError(f"backend must be 'symusic' or 'mido', got {backend!r}")
     config = encoder_config if encoder_config is not None else EncoderConfig.yellow()
     grid = config.resolution if resolution is None else resolution
     if not isinstance(grid, (int, np.integer)) or grid < 1:
         raise ValueError(f"resolution must be a positive number of ticks per quarter, got {grid!r}")
     grid = int(grid)
-    name, midi = _load(path_or_file)
+    name, data = _read_source(path_or_file)
+    if backend == "symusic":
+        fast = _symusic_events(data)
+        if fast is not None:
+            raw, ppq = fast
+            logger.debug("%s: %d tpq, %d notes (symusic)", name, ppq, len(raw.onset))
+            return _build_score(name, raw, ppq, grid, config, skip_unknown_time_signatures)
+        logger.debug("%s: read with mido (outside what the symusic reader can match)", name)
+    midi = _parse_mido(name, data)
     if midi.type == 2:
         raise MidiFileError(
             f"{name}: type 2 (independent sequences) MIDI file; sideman reads types 0 and 1 - "
@@ -120,23 +145,26 @@ def read_midi(
     return _build_score(name, raw, ppq, grid, config, skip_unknown_time_signatures)
 
 
-def _load(path_or_file: MidiSource) -> tuple[str, mido.MidiFile]:
-    """Parse with mido from an in-memory copy (mido reads byte by byte; BytesIO is the fast case)."""
+def _read_source(path_or_file: MidiSource) -> tuple[str, bytes]:
+    """The file's display name and its bytes."""
     if isinstance(path_or_file, (bytes, bytearray)):
-        name, data = "<MIDI bytes>", bytes(path_or_file)
-    elif isinstance(path_or_file, (str, os.PathLike)):
+        return "<MIDI bytes>", bytes(path_or_file)
+    if isinstance(path_or_file, (str, os.PathLike)):
         name = os.fspath(path_or_file)
         try:
             with open(path_or_file, "rb") as handle:
-                data = handle.read()
+                return name, handle.read()
         except OSError as exc:
             raise MidiFileError(f"cannot read MIDI file {name}: {exc}") from exc
-    else:
-        name = str(getattr(path_or_file, "name", "<MIDI stream>"))
-        try:
-            data = path_or_file.read()
-        except OSError as exc:
-            raise MidiFileError(f"cannot read MIDI file {name}: {exc}") from exc
+    name = str(getattr(path_or_file, "name", "<MIDI stream>"))
+    try:
+        return name, path_or_file.read()
+    except OSError as exc:
+        raise MidiFileError(f"cannot read MIDI file {name}: {exc}") from exc
+
+
+def _parse_mido(name: str, data: bytes) -> mido.MidiFile:
+    """Parse with mido from an in-memory copy (mido reads byte by byte; BytesIO is the fast case)."""
     try:
         midi = mido.MidiFile(file=io.BytesIO(data))
     except _PARSE_ERRORS as exc:
@@ -144,7 +172,231 @@ def _load(path_or_file: MidiSource) -> tuple[str, mido.MidiFile]:
         if isinstance(exc, EOFError):
             detail = "file ends in the middle of a chunk (truncated)"
         raise MidiFileError(f"{name} is not a readable standard MIDI file: {detail}") from exc
-    return name, midi
+    return midi
+
+
+# ---- the symusic backend ------------------------------------------------------------------------
+# symusic parses notes in C++ but reports per (MIDI track, channel, program at note-off) tracks with
+# no channel number, drops unreleased notes, keeps the last track name (UTF-8, invalid bytes
+# stripped) and loses program-change times. So each MTrk chunk is parsed on its own (MIDI track
+# index), with events added just before its final end-of-track: a note-off for every pitch of every
+# channel that may hold notes (unreleased notes end at the track's end, as in the mido reader), then
+# a zero-length pitch-0 "sentinel" note per such channel with velocity channel + 1 (which symusic
+# track is which channel, and that channel's final program). Byte checks on the chunk prove the
+# rest; a file outside them is read with mido (see _symusic_events).
+_EOT = b"\xff\x2f\x00"
+_TRACK_NAME = b"\xff\x03"
+_OFFS = [b"".join(bytes((0x80 | c, p, 0, 0)) for p in range(128)) for c in range(16)]
+_SENTINEL = [bytes((0x90 | c, 0, c + 1, 0, 0x80 | c, 0, 0, 0)) for c in range(16)]
+_RELEASE_ROUNDS = (1, 16)  # note-offs per pitch at the end; a second try for stacked notes
+_NOTE_ON_STATUS = np.arange(0x90, 0xA0)
+_PROGRAM_STATUS = np.arange(0xC0, 0xD0)
+_CHANNELS = np.arange(16)
+
+
+class _Fallback(Exception):
+    """The symusic backend cannot prove it matches the mido reader on this file."""
+
+
+def _symusic_events(data: bytes) -> tuple[_RawEvents, int] | None:
+    """Raw events via symusic, or None where the file must go to the mido reader: framing mido
+    would reject (so its errors stay the reference's), type 2, SMPTE, or any case below."""
+    try:
+        return _symusic_walk(data)
+    except _Fallback:
+        return None
+
+
+def _symusic_walk(data: bytes) -> tuple[_RawEvents, int]:
+    if len(data) < 14 or data[:4] != b"MThd":
+        raise _Fallback
+    (size,) = struct.unpack_from(">L", data, 4)
+    if size < 6 or len(data) < 8 + size:
+        raise _Fallback
+    midi_type, n_tracks, ppq = struct.unpack_from(">hhh", data, 8)
+    if midi_type not in (0, 1) or ppq <= 0:
+        raise _Fallback  # the mido path raises the reference's errors
+    header = b"MThd\x00\x00\x00\x06\x00\x01\x00\x01" + data[12:14]
+    chunks: list[bytes] = []
+    pos = 8 + size
+    for _ in range(n_tracks):
+        if len(data) < pos + 8 or data[pos : pos + 4] != b"MTrk":
+            raise _Fallback
+        (size,) = struct.unpack_from(">L", data, pos + 4)
+        chunk = data[pos + 8 : pos + 8 + size]
+        if len(chunk) < size:
+            raise _Fallback
+        # The end-of-track event must be the chunk's last event (sentinels go in front of it).
+        if size < 4 or not chunk.endswith(_EOT) or chunk[-4] >= 0x80 or chunk.count(_EOT) != 1:
+            raise _Fallback
+        chunks.append(chunk)
+        pos += 8 + size
+    byte_counts = [
+        np.bincount(np.frombuffer(chunk, dtype=np.uint8), minlength=256) for chunk in chunks
+    ]
+    # Per channel: how many chunks hold a program-change status byte for it.
+    program_bytes = (
+        sum((counts[_PROGRAM_STATUS] > 0).astype(np.int64) for counts in byte_counts)
+        if chunks
+        else np.zeros(16, np.int64)
+    )
+
+    raw = _RawEvents(program_of={})
+    onsets: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    pitches: list[np.ndarray] = []
+    velocities: list[np.ndarray] = []
+    sources: list[np.ndarray] = []
+    for track_index, (chunk, counts) in enumerate(zip(chunks, byte_counts, strict=True)):
+        channels = _CHANNELS[counts[_NOTE_ON_STATUS] > 0].tolist()
+        for rounds in _RELEASE_ROUNDS:
+            score, note_tracks, end_tick = _parse_chunk(header, chunk, channels, rounds)
+            if end_tick is not None:
+                break
+        else:
+            raise _Fallback  # more notes left unreleased on one pitch than the rounds release
+        symusic_name = ""
+        found: dict[int, tuple[int, dict[str, np.ndarray]]] = {}
+        for track, notes in note_tracks:
+            sentinel = (
+                (notes["pitch"] == 0)
+                & (notes["duration"] == 0)
+                & (notes["time"] == end_tick)
+                & (notes["velocity"] >= 1)
+                & (notes["velocity"] <= 16)
+            )
+            hits = np.flatnonzero(sentinel)
+            if len(hits) != 1:
+                raise _Fallback  # a real note like a sentinel, or a program change mid-channel
+            channel = int(notes["velocity"][hits[0]]) - 1
+            if (
+                channel in found
+                or channel not in channels
+                or track.is_drum != (channel == DRUM_CHANNEL)
+            ):
+                raise _Fallback
+            keep = ~sentinel
+            found[channel] = (track.program, {k: v[keep] for k, v in notes.items()})
+            symusic_name = track.name
+        if len(found) != len(channels):
+            raise _Fallback
+        named = False
+        for channel in sorted(found):
+            program, notes = found[channel]
+            if not len(notes["time"]):
+                continue
+            _check_program(chunk, channel, program, counts, program_bytes)
+            named = True
+            key = track_index * 16 + channel
+            raw.program_of[key] = program
+            onset = notes["time"].astype(np.int64)
+            onsets.append(onset)
+            offsets.append(onset + notes["duration"])
+            pitches.append(notes["pitch"].astype(np.int64))
+            velocities.append(notes["velocity"].astype(np.int64))
+            sources.append(np.full(len(onset), key, dtype=np.int64))
+        raw.track_names.append(_track_name(chunk, symusic_name) if named else "")
+        raw.track_end.append(end_tick)
+        raw.meters += _timed_events(score.time_signatures, track_index, meters=True)
+        raw.tempos += _timed_events(score.tempos, track_index, meters=False)
+    if onsets:
+        raw.onset = np.concatenate(onsets)  # type: ignore[assignment]
+        raw.offset = np.concatenate(offsets)  # type: ignore[assignment]
+        raw.pitch = np.concatenate(pitches)  # type: ignore[assignment]
+        raw.velocity = np.concatenate(velocities)  # type: ignore[assignment]
+        raw.source = np.concatenate(sources)  # type: ignore[assignment]
+    return raw, ppq
+
+
+def _parse_chunk(
+    header: bytes, chunk: bytes, channels: list[int], rounds: int
+) -> tuple[symusic.Score, list, int | None]:
+    """symusic's parse of one chunk with the release events and sentinels before its end of track,
+    then, one tick later, one more note-off per pitch: a note that one ends had been left unreleased
+    by the ``rounds`` before it, and the end tick comes back None."""
+    if channels:
+        tail = b"".join(_OFFS[c] * rounds + _SENTINEL[c] for c in channels)
+        check = b"".join(_OFFS[c] for c in channels)
+        body = tail[:-1] + b"\x01" + check  # the last delta: one tick
+    else:
+        body = b""
+    track_data = chunk[:-3] + body + _EOT
+    midi_bytes = header + b"MTrk" + struct.pack(">L", len(track_data)) + track_data
+    try:
+        score = symusic.Score.from_midi(midi_bytes)
+    except Exception as exc:  # symusic raises RuntimeError/range_error/...; mido decides
+        raise _Fallback from exc
+    note_tracks = []
+    for track in score.tracks:
+        notes = track.notes.numpy()
+        if len(notes["time"]):
+            note_tracks.append((track, notes))
+    end_tick = max((int(n["time"].max()) for _, n in note_tracks), default=0)
+    if any(int((n["time"] + n["duration"]).max()) > end_tick for _, n in note_tracks):
+        return score, note_tracks, None
+    return score, note_tracks, end_tick
+
+
+def _check_program(
+    chunk: bytes, channel: int, program: int, counts: np.ndarray, program_bytes: np.ndarray
+) -> None:
+    """Prove symusic's program for ``channel`` (its last program change in the chunk, 0 if none) is
+    the mido reader's (the last one at or before the channel's first note, own track first)."""
+    status = 0xC0 | channel
+    if counts[status]:
+        # Every program-change status byte for the channel must come before its first note-on
+        # status byte (running-status events follow their status byte; stray data bytes that look
+        # like status bytes only make this stricter).
+        first_note_on = chunk.find(bytes((0x90 | channel,)))
+        if chunk.rfind(bytes((status,))) > first_note_on:
+            raise _Fallback
+    if program == 0 and program_bytes[channel] - (counts[status] > 0) > 0:
+        raise _Fallback  # maybe no own change: the rule would look at the other tracks' changes
+
+
+def _track_name(chunk: bytes, symusic_name: str) -> str:
+    """The first non-empty track name, decoded as latin-1 like mido; symusic keeps the last one."""
+    count = chunk.count(_TRACK_NAME)
+    if count == 0:
+        return ""
+    if count > 1:
+        raise _Fallback
+    pos = chunk.find(_TRACK_NAME) + 2
+    length = 0
+    while True:
+        if pos >= len(chunk):
+            raise _Fallback
+        byte = chunk[pos]
+        pos += 1
+        length = (length << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            break
+    if pos + length > len(chunk):
+        raise _Fallback
+    name = chunk[pos : pos + length].decode("latin-1")
+    if name and not symusic_name:
+        raise _Fallback  # the bytes were no track-name event, or symusic stripped it all
+    return name
+
+
+def _timed_events(events, track_index: int, *, meters: bool) -> list[tuple]:
+    """symusic time signatures / tempos of one chunk as the mido walk's tuples. symusic sorts them
+    by time, so two different ones at the same tick (file order decides) go to mido."""
+    if not len(events):
+        return []
+    table = events.numpy()
+    times = table["time"].tolist()
+    if meters:
+        values = list(zip(table["numerator"].tolist(), table["denominator"].tolist(), strict=True))
+        if any(d == 0 or d & (d - 1) for _, d in values):
+            raise _Fallback  # denominator 2**k past the byte symusic stores it in
+    else:
+        values = [(v,) for v in table["mspq"].tolist()]
+    seen: dict[int, tuple] = {}
+    for tick, value in zip(times, values, strict=True):
+        if tick < 0 or seen.setdefault(tick, value) != value:
+            raise _Fallback
+    return [(tick, track_index, *value) for tick, value in zip(times, values, strict=True)]
 
 
 def _walk_messages(midi: mido.MidiFile) -> _RawEvents:
@@ -371,8 +623,12 @@ def _check_meters(
 
 def _track_info(key: int, first_note: int, raw: _RawEvents) -> TrackInfo:
     midi_track, channel = divmod(key, 16)
+    if raw.program_of is not None:
+        program = raw.program_of[key]
+    else:
+        program = _program_at(raw.programs, midi_track, channel, first_note)
     return TrackInfo(
-        program=_program_at(raw.programs, midi_track, channel, first_note),
+        program=program,
         is_drum=channel == DRUM_CHANNEL,
         name=raw.track_names[midi_track],
     )
