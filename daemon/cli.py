@@ -117,12 +117,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sideman.engine.checkpoint import CheckpointError
     from sideman.engine.inference import EngineError
     from sideman.engine.midi_io import MidiFileError
+    from sideman.engine.model import ModelConfigError
+    from sideman.engine.planner import PlanError
     from sideman.engine.request import RequestError
+    from sideman.engine.sampler import SamplingParamsError
     from sideman.engine.score import ScoreError
     from sideman.engine.tokenizer import TokenizerError
     from sideman.engine.vocab import EncoderConfigError
 
-    return (CheckpointError, EngineError, MidiFileError, RequestError, ScoreError, TokenizerError, EncoderConfigError)
+    return (
+        CheckpointError,
+        EncoderConfigError,
+        EngineError,
+        MidiFileError,
+        ModelConfigError,
+        PlanError,
+        RequestError,
+        SamplingParamsError,
+        ScoreError,
+        TokenizerError,
+    )
 
 
 def _tokens(args: argparse.Namespace) -> int:
@@ -166,7 +180,6 @@ def _generate(args: argparse.Namespace) -> int:
             raise CliError(f"--track {args.track}: the file has {score.n_tracks} tracks (0..{score.n_tracks - 1})")
         bars = args.bars if args.bars is not None else tuple(range(max(0, score.n_bars - 4), score.n_bars))
         model_dim = args.model_dim or (8 if score.n_bars >= 8 else 4)
-        engine = _load_engine(args)
         request = GenerationRequest(
             tracks=(TrackPrompt(id=args.track, bars=bars, autoregressive=args.autoregressive),),
             config=InferenceConfig(
@@ -180,6 +193,7 @@ def _generate(args: argparse.Namespace) -> int:
                 device=args.device,
             ),
         )
+        engine = _load_engine(args)
         result = engine.session(score, request).run()
         result.score.to_midi(args.output)
     except _user_errors() as exc:
