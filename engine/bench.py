@@ -152,7 +152,7 @@ def run_tokenizer_bench(quick: bool = False) -> dict[str, float]:
 
 
 # ---- generation ----------------------------------------------------------------------------
-def reference_like_score(rng: np.random.Generator) -> Score:
+def reference_like_score(rng: np.random.Generator, per_bar: tuple[int, ...] = (21, 5, 8, 9)) -> Score:
     """4 bars, 4 tracks (piano, bass, lead, drums), dense enough for a ~585-token infill prompt."""
     tracks = [
         TrackInfo(program=0, name="piano"),
@@ -160,9 +160,8 @@ def reference_like_score(rng: np.random.Generator) -> Score:
         TrackInfo(program=80, name="lead"),
         TrackInfo(program=0, is_drum=True, name="drums"),
     ]
-    per_bar = {0: 21, 1: 8, 2: 14, 3: 16}
     rows = []
-    for t, count in per_bar.items():
+    for t, count in enumerate(per_bar):
         for bar in range(4):
             onsets = np.sort(rng.choice(np.arange(0, 48, 3), count, replace=True))
             for k, onset in enumerate(onsets):
