@@ -167,7 +167,6 @@ def _tokens(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from sideman.engine.demo import demo_score
-    from sideman.engine.inference import InferenceEngine
     from sideman.engine.request import GenerationRequest, InferenceConfig, TrackPrompt
     from sideman.engine.score import Score
 

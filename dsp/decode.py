@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
 from sideman.dsp.encode import (
     ATTRIBUTE_TOKEN_TYPES,
     BAR,

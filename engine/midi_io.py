@@ -44,6 +44,7 @@ from typing import BinaryIO
 import mido
 import numpy as np
 import symusic
+
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.vocab import EncoderConfig
 

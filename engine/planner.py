@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from sideman.engine.request import GenerationRequest
 from sideman.engine.score import Score
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+
 from sideman.engine.score import Score
 from sideman.engine.vocab import (
     ATTRIBUTE_TYPES,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from sideman.dsp import grammar as kernels
 from sideman.engine.vocab import N_TOKEN_TYPES, EncoderConfig, TokenType
 

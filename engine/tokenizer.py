@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
+
 from sideman.dsp.attributes import compute_attributes_kernel
 from sideman.dsp.decode import decode_kernel
 from sideman.dsp.encode import encode_window_kernel, notes_are_sorted

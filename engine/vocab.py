@@ -149,7 +149,7 @@ class EncoderConfig:
                 str(k): tuple(int(x) for x in v) for k, v in kwargs["density_quantiles"].items()
             }
         config = cls(**kwargs)
-        config.vocabulary  # validate eagerly: a bad layout fails at load, not mid-generation
+        _ = config.vocabulary  # validate eagerly: a bad layout fails at load, not mid-generation
         return config
 
     @classmethod

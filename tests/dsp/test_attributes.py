@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sideman.dsp.attributes import compute_attributes_kernel, density_bin, duration_level
 from sideman.engine.vocab import EncoderConfig
 

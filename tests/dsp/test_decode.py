@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sideman.dsp.decode import decode_kernel, resolve_fills
 from sideman.engine.vocab import EncoderConfig
 

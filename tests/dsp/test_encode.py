@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sideman.dsp import encode
 from sideman.dsp.encode import encode_window_kernel, notes_are_sorted
 from sideman.engine.vocab import ATTRIBUTE_NAMES, ATTRIBUTE_TYPES, EncoderConfig, TokenType

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from sideman.dsp import grammar as kernels
 from sideman.engine.sampler import Constraints, Grammar, GrammarError
 from sideman.engine.vocab import EncoderConfig, TokenType

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+
 from sideman.engine.checkpoint import (
     CheckpointError,
     load_bundle,

@@ -12,14 +12,14 @@ from sideman.engine.inference import (
     EngineError,
     GenerationCancelled,
     GenerationFailed,
-    PromptOverflow,
     InferenceEngine,
+    PromptOverflow,
     find_pretrained,
 )
 from sideman.engine.model import GPT2, ModelConfig
 from sideman.engine.request import GenerationRequest, InferenceConfig, RequestError, TrackPrompt
-from sideman.engine.sampler import Constraints, Grammar
-from sideman.engine.score import NoteArrays, Score, TrackInfo
+from sideman.engine.sampler import Grammar
+from sideman.engine.score import NoteArrays, Score
 from sideman.engine.tokenizer import Tokenizer
 from sideman.engine.vocab import EncoderConfig, TokenType
 

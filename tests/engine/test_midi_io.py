@@ -13,6 +13,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
+
 from sideman.engine.midi_io import (
     MidiFileError,
     TimeSignatureError,

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sideman.engine.planner import PlanError, Step, plan_request, plan_steps
 from sideman.engine.request import GenerationRequest, InferenceConfig, RequestError, TrackPrompt
 from sideman.engine.score import Score, TrackInfo

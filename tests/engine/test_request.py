@@ -6,6 +6,7 @@ import math
 import pickle
 
 import pytest
+
 from sideman.engine.request import (
     GenerationRequest,
     InferenceConfig,

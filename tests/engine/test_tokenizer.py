@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sideman.dsp import encode as encode_kernels
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.tokenizer import BarMode, EncodedWindow, Tokenizer, TokenizerError
