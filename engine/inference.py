@@ -227,7 +227,7 @@ class GenerationSession:
         self.config = request.config
         self.cancel = cancel
         self.source_resolution = score.resolution
-        self.score = engine.tokenizer.to_grid(score)
+        self.score = _apply_meter_controls(engine.tokenizer.to_grid(score), request)
         self.sampling = SamplingParams(
             temperature=self.config.temperature,
             top_k=self.config.top_k,
@@ -554,6 +554,26 @@ class GenerationSession:
         for track, bar in step.targets:
             drop |= (current.track == track) & (current.bar == bar)
         self.score = self.score.with_notes(NoteArrays.concatenate([current.select(~drop), notes]))
+
+
+def _apply_meter_controls(score: Score, request: GenerationRequest) -> Score:
+    """Set the meter of generated bars from ``controls``/``bar_controls`` time_signature.
+
+    Meters belong to the bar grid, so a pinned meter applies to that bar in every track.
+    """
+    pinned: dict[int, tuple[int, int]] = {}
+    for track in request.tracks:
+        whole = track.controls.get("time_signature")
+        for bar in track.bars:
+            meter = track.bar_controls.get(bar, {}).get("time_signature", whole)
+            if meter is not None:
+                pinned[bar] = tuple(meter)
+    if not pinned:
+        return score
+    out = score.copy()
+    for bar, meter in pinned.items():
+        out.time_signatures[bar] = meter
+    return out
 
 
 def _common_prefix(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> int:

@@ -74,6 +74,18 @@ def test_continuation_fills_every_target_bar_in_the_bars_meter(engine):
         assert generated.onset.max() < score.bar_ticks()[bar]
 
 
+def test_time_signature_control_sets_the_generated_bars_meter(engine):
+    score = demo_score()
+    tracks = (TrackPrompt(id=3, bars=(4, 5), controls={"time_signature": (7, 8)},
+                          bar_controls={5: {"time_signature": (3, 4)}}),)
+    result = engine.session(score, request(tracks=tracks)).run()
+    assert result.score.time_signatures[4].tolist() == [7, 8]
+    assert result.score.time_signatures[5].tolist() == [3, 4]
+    assert notes_of(result.score, 3, 4).onset.max() < 42
+    assert notes_of(result.score, 3, 5).onset.max() < 36
+    assert score.time_signatures[4].tolist() == [4, 4]  # the caller's score is not modified
+
+
 def test_same_seed_same_notes_other_seed_other_notes(engine):
     score = demo_score()
     a = engine.session(score, request(seed=5)).run().score.notes.as_table()
@@ -140,20 +152,26 @@ def test_an_ignored_track_is_absent_from_the_prompt(engine):
     assert prompt.constraints.max_tracks == 3
 
 
-def test_generated_sequences_are_grammatical(engine):
-    """Re-check every sampled token of many steps against a fresh grammar, strictly."""
+@pytest.mark.parametrize("autoregressive", [False, True])
+def test_generated_sequences_are_grammatical(engine, autoregressive):
+    """Re-check thousands of sampled tokens against a fresh grammar, token by token."""
     score = demo_score()
     config = EncoderConfig.yellow()
-    session = engine.session(score, request(bars=(2, 3, 4, 5, 6, 7), density_hard_limit=16, seed=11))
     captured = []
-    original = session._pick_candidate
+    for seed in range(3):
+        session = engine.session(
+            score,
+            request(bars=(2, 3, 4, 5, 6, 7), density_hard_limit=16, seed=seed, num_candidates=4,
+                    autoregressive=autoregressive),
+        )
+        original = session._pick_candidate
 
-    def capture(step, prompt, tokens, scores):
-        captured.append((prompt, tokens))
-        return original(step, prompt, tokens, scores)
+        def capture(step, prompt, tokens, scores, original=original):
+            captured.append((prompt, tokens))
+            return original(step, prompt, tokens, scores)
 
-    session._pick_candidate = capture
-    session.run()
+        session._pick_candidate = capture
+        session.run()
     total = 0
     for prompt, tokens in captured:
         for row in tokens:
@@ -166,7 +184,7 @@ def test_generated_sequences_are_grammatical(engine):
                 grammar.advance(state, np.array([token]))
             assert grammar.complete(state)[0]
             total += len(generated)
-    assert total > 100
+    assert total > 1000
 
 
 def test_prompt_overflow_replans_with_a_smaller_window():
