@@ -17,6 +17,7 @@ from sideman.dsp.encode import (
     FILL_IN_PLACEHOLDER,
     FILL_IN_START,
     INSTRUMENT,
+    MASK_BAR,
     N_ATTRIBUTES,
     NOTE_DURATION,
     NOTE_ONSET,
@@ -164,6 +165,17 @@ def decode_kernel(ids, id_type, id_value, level_to_velocity):
             time = 0
         elif kind == BAR_END:
             bar_open = False
+        elif kind == MASK_BAR:
+            # A masked bar stands for hidden content: the bar (already counted, meter kept)
+            # decodes as empty, dropping any notes a malformed sequence put before or after it.
+            if bar_open:
+                while (
+                    n_notes > 0
+                    and note_track[n_notes - 1] == current
+                    and note_bar[n_notes - 1] == bars_in_track - 1
+                ):
+                    n_notes -= 1
+                bar_open = False
         elif kind == INSTRUMENT:
             track_group[current] = value
         elif kind == TIME_SIGNATURE:

@@ -30,6 +30,7 @@ MAX_POLYPHONY = 29
 MIN_NOTE_DURATION = 30
 MAX_NOTE_DURATION = 31
 NUM_BARS = 32
+MASK_BAR = 100  # not in yellow (sideman's own code; see TokenType.MASK_BAR)
 
 # Token type of each attribute column, in the fixed emission order (tokens.md §3.1 step 4.3).
 ATTRIBUTE_TOKEN_TYPES = np.array(
@@ -44,6 +45,7 @@ MODE_FILL = 1  # FillInPlaceholder in place; the notes go to a fill block after 
 MODE_MASKED = 2  # empty shell `Bar TimeSig BarEnd`, its token span recorded
 MODE_REMOVED = 3  # no tokens at all
 MODE_CUT = 4  # the track stops here (partial autoregressive track): no more bars, no TrackEnd
+MODE_MASK_TOKEN = 5  # `Bar TimeSig MaskBar BarEnd` (mask mode "token"), no span recorded
 
 
 @numba.njit(cache=True)
@@ -146,6 +148,8 @@ def encode_window_kernel(
 
     Notes must be sorted by (track, bar, onset, pitch) with window-local bars; notes whose track
     or bar is outside the window are ignored. ``num_bars_index`` < 0 omits NumBars.
+    A MODE_MASK_TOKEN bar in a vocabulary without MaskBar comes out as a bare `Bar TimeSig BarEnd`
+    (the caller is expected to refuse that request before it gets here).
     """
     n_tracks = track_is_drum.shape[0]
     n_bars = bar_timesig.shape[0]
@@ -220,6 +224,10 @@ def encode_window_kernel(
                 pos += 1
                 fill_cells[n_fills] = cell
                 n_fills += 1
+            elif mode == MODE_MASK_TOKEN:
+                if offsets[MASK_BAR] >= 0:
+                    out[pos] = offsets[MASK_BAR]
+                    pos += 1
             elif mode != MODE_MASKED:
                 pos = _emit_bar_notes(
                     out, pos, cell_lo[cell], cell_hi[cell], is_drum, onset, duration, pitch,

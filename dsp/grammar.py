@@ -241,14 +241,20 @@ def _allow_fill_start(state, tables, ranges):
 
 @njit(cache=True)
 def _allow_bar_body(state, tables, ranges):
-    """The TimeSig row of tokens.md §11.1: what may open a bar's body."""
+    """The TimeSig row of tokens.md §11.1: what may open a bar's body.
+
+    MaskBar (vocabularies that have it) stands for a hidden bar, so like BarEnd here it ends a bar
+    with no note: under ``require_notes`` both are forbidden, and a model can never sample a masked
+    bar. Prompts carrying `Bar TimeSig MaskBar BarEnd` (mask mode "token") are followed by the
+    non-strict advance, as empty context shells are; a strict advance judges them like sampling.
+    """
     _allow_position(state, tables, ranges)
     _allow_note_start(state, tables, ranges)
-    if _present(tables, MASK_BAR):
-        _allow(tables, ranges, MASK_BAR)
     if tables[H_AUTOREGRESSIVE] == 0:
         _allow(tables, ranges, FILL_IN_PLACEHOLDER)
     if tables[H_REQUIRE_NOTES] == 0:
+        if _present(tables, MASK_BAR):
+            _allow(tables, ranges, MASK_BAR)
         _allow(tables, ranges, BAR_END)
 
 

@@ -316,7 +316,7 @@ class GenerationSession:
         tokenizer = self.engine.tokenizer
         window = self.score.slice_bars(step.start_bar, step.end_bar)
         n_tracks, n_bars = window.n_tracks, window.n_bars
-        masked_mode = BarMode.REMOVED if self.config.mask_mode == "remove" else BarMode.MASKED
+        masked_mode = {"remove": BarMode.REMOVED, "token": BarMode.MASK_TOKEN}.get(self.config.mask_mode, BarMode.MASKED)
         modes = np.where(step.context, BarMode.NOTES, masked_mode).astype(np.int8)
         targets_local = [(t, b - step.start_bar) for t, b in step.targets]
         if step.autoregressive:

@@ -37,6 +37,9 @@ class Constraints:
     block k (the k-th FillInStart); a block without an entry allows both drum and melodic successors
     and any position. ``type_pins`` forces the value of a token type wherever it is legal;
     ``bar_time_signature_pins[i]`` forces the TimeSig of bar i of every track (-1 = free).
+    ``require_notes`` makes every bar hold a note: no BarEnd right after TimeSig, and no MaskBar
+    (a masked bar has no notes), so a sampled bar is never masked; MaskBar bars in a prompt (mask
+    mode "token") are still followed by the default, non-strict ``Grammar.advance``.
     """
 
     exact_bars: int = 0

@@ -33,6 +33,7 @@ class BarMode(IntEnum):
     MASKED = 2  # empty shell `Bar TimeSig BarEnd`, its token span reported
     REMOVED = 3  # no tokens at all
     CUT = 4  # partial autoregressive track: stops before this bar, without TrackEnd
+    MASK_TOKEN = 5  # `Bar TimeSig MaskBar BarEnd` (mask mode "token"); needs a MaskBar vocabulary
 
 
 class TokenizerError(ValueError):
@@ -63,6 +64,7 @@ class Tokenizer:
         self._program_to_group = config.program_to_group
         self._group_to_program = config.group_to_program
         self._time_signatures = config.time_signature_array
+        self._has_mask_bar = vocabulary.has(TokenType.MASK_BAR)
         # Attribute columns the vocabulary and config can carry; others are always -1.
         self._attribute_enabled = np.array(
             [
@@ -142,7 +144,8 @@ class Tokenizer:
         """Encode bars [start_bar, start_bar + n_bars) of the listed tracks (tokens.md §3).
 
         ``num_bars`` (default ``n_bars``) is the NumBars value and must be in the config's
-        ``num_bars_map``. ``bar_modes`` is (n_tracks, n_bars) of BarMode over the window.
+        ``num_bars_map``. ``bar_modes`` is (n_tracks, n_bars) of BarMode over the window;
+        MASK_TOKEN bars need a vocabulary with a MaskBar token (yellow has none).
         ``attributes`` (n_tracks, 5), -1 = omit; None emits no attribute tokens.
         """
         score = self.to_grid(score)
@@ -264,9 +267,15 @@ class Tokenizer:
             raise TokenizerError(
                 f"bar_modes has shape {modes.shape}; expected (n_tracks, n_bars) = {(score.n_tracks, n_bars)}"
             )
-        if modes.size and (modes.min() < BarMode.NOTES or modes.max() > BarMode.CUT):
+        if modes.size and (modes.min() < BarMode.NOTES or modes.max() > BarMode.MASK_TOKEN):
             raise TokenizerError(
-                f"bar_modes values must be BarMode 0..4, got {sorted(set(modes.ravel().tolist()))}"
+                f"bar_modes values must be BarMode 0..{int(BarMode.MASK_TOKEN)}, "
+                f"got {sorted(set(modes.ravel().tolist()))}"
+            )
+        if not self._has_mask_bar and np.any(modes == BarMode.MASK_TOKEN):
+            raise TokenizerError(
+                f"bar_modes asks for MASK_TOKEN bars, but the {self.config.name} vocabulary has no "
+                "MaskBar token; use mask mode 'attention' (BarMode.MASKED shells) instead"
             )
         return np.ascontiguousarray(modes, dtype=np.int8)
 

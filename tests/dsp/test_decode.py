@@ -141,3 +141,53 @@ def test_random_garbage_never_crashes(config):
             assert np.all(decoded["bar"] < bars_per_track[decoded["track"]])
             assert decoded["duration"].min() >= 1
             assert 0 <= decoded["pitch"].min() and decoded["pitch"].max() <= 127
+
+
+# ---- MaskBar (mask mode "token"; not in yellow) ------------------------------------------
+MASK_BAR_ID = 647
+
+
+@pytest.fixture(scope="module")
+def mask_config() -> EncoderConfig:
+    """Yellow with a MaskBar domain appended (648 ids)."""
+    data = EncoderConfig.yellow().to_dict()
+    data["token_domains"].append(["MaskBar", 1])
+    return EncoderConfig.from_dict({**data, "supports_mask_bar_token": True})
+
+
+def test_mask_bar_decodes_as_an_empty_bar_that_keeps_its_meter(mask_config):
+    ids = [0, 152, 2, 43, 5, 20, 595, 214, 293, 6, 5, 28, MASK_BAR_ID, 6, 5, 20, 218, 293, 6, 4]
+    decoded = run_decode(mask_config, ids)
+    assert decoded["bar_offsets"].tolist() == [0, 3]
+    assert decoded["bar_timesig"].tolist() == [13, 21, 13]
+    assert note_rows(decoded) == [(0, 0, 0, 12, 60, 101), (0, 2, 0, 12, 64, 101)]
+
+
+def test_notes_around_a_mask_bar_in_the_same_bar_are_dropped(mask_config):
+    before = [5, 20, 595, 214, 293, 402, 216, 293]
+    after = [218, 293, 378 + 30, 220, 293]
+    ids = [0, 2, 43, *before, MASK_BAR_ID, *after, 6, 5, 20, 222, 293, 6, 4]
+    decoded = run_decode(mask_config, ids)
+    assert decoded["bar_offsets"].tolist() == [0, 2]
+    assert note_rows(decoded) == [(0, 1, 0, 12, 68, 101)]
+
+
+def test_mask_bar_outside_a_bar_or_track_is_skipped(mask_config):
+    ids = [MASK_BAR_ID, 0, 2, MASK_BAR_ID, 43, 5, 20, 214, 293, 6, MASK_BAR_ID, 4, MASK_BAR_ID]
+    decoded = run_decode(mask_config, ids)
+    assert decoded["bar_offsets"].tolist() == [0, 1]
+    assert note_rows(decoded) == [(0, 0, 0, 12, 60, 100)]
+
+
+def test_random_garbage_with_mask_bars_never_crashes(mask_config):
+    rng = np.random.default_rng(11)
+    size = mask_config.vocabulary.size
+    for _ in range(200):
+        ids = rng.integers(0, size, int(rng.integers(0, 400)))
+        ids[rng.random(len(ids)) < 0.1] = MASK_BAR_ID
+        decoded = run_decode(mask_config, ids)
+        offsets = decoded["bar_offsets"]
+        assert offsets[-1] == len(decoded["bar_timesig"])
+        if len(decoded["track"]):
+            bars_per_track = np.diff(offsets)
+            assert np.all(decoded["bar"] < bars_per_track[decoded["track"]])

@@ -7,7 +7,8 @@ from sideman.dsp import encode
 from sideman.dsp.encode import encode_window_kernel, notes_are_sorted
 from sideman.engine.vocab import ATTRIBUTE_NAMES, ATTRIBUTE_TYPES, EncoderConfig, TokenType
 
-NOTES, FILL, MASKED, REMOVED, CUT = 0, 1, 2, 3, 4
+NOTES, FILL, MASKED, REMOVED, CUT, MASK_TOKEN = 0, 1, 2, 3, 4, 5
+MASK_BAR_ID = 647  # yellow's 647 ids plus one MaskBar domain
 NO_ATTRIBUTES = [-1, -1, -1, -1, -1]
 WORKED_ATTRIBUTES = [0, 1, 2, 3, -1]
 # (track, bar, onset, duration, pitch, velocity) at 12 tpq: the notes of tokens.md §4.
@@ -18,6 +19,16 @@ WORKED_IDS = [0, 152, 2, 43, 615, 626, 637, 644, 5, 20, 595, 214, 293, 218, 293,
 @pytest.fixture(scope="module")
 def config() -> EncoderConfig:
     return EncoderConfig.yellow()
+
+
+@pytest.fixture(scope="module")
+def mask_config() -> EncoderConfig:
+    """Yellow with a MaskBar domain appended (648 ids)."""
+    data = EncoderConfig.yellow().to_dict()
+    data["token_domains"].append(["MaskBar", 1])
+    return EncoderConfig.from_dict(
+        {**data, "name": "yellow+maskbar", "supports_mask_bar_token": True}
+    )
 
 
 def run_encode(
@@ -126,6 +137,38 @@ def test_masked_bar_is_an_empty_shell_whose_span_is_reported(config):
     start, end = spans[0]
     assert ids[start:end] == [5, 7 + 21, 6]
     assert 216 not in ids  # the masked bar's note is hidden
+
+
+def test_mask_token_bar_is_bar_time_sig_mask_bar_bar_end_without_a_span(mask_config):
+    rows = [(0, 0, 0, 12, 60, 100), (0, 1, 0, 12, 62, 100), (0, 2, 0, 12, 64, 100)]
+    ids, spans = run_encode(
+        mask_config,
+        rows,
+        meters=((4, 4), (7, 8), (4, 4)),
+        modes=[[NOTES, MASK_TOKEN, NOTES]],
+    )
+    assert mask_config.vocabulary.encode(TokenType.MASK_BAR) == MASK_BAR_ID
+    assert ids == [0, 152, 2, 43, 5, 20, 595, 214, 293, 6, 5, 28, MASK_BAR_ID, 6, 5, 20, 595, 218, 293, 6, 4]  # fmt: skip
+    assert spans == []
+
+
+def test_mask_token_mixes_with_other_modes_on_a_drum_track(mask_config):
+    rows = [(0, 0, 0, 12, 36, 100), (0, 1, 0, 12, 38, 100), (0, 2, 0, 12, 40, 100)]
+    ids, spans = run_encode(
+        mask_config,
+        rows,
+        meters=((4, 4),) * 4,
+        drums=(True,),
+        modes=[[MASK_TOKEN, MASKED, MASK_TOKEN, CUT]],
+    )
+    assert ids == [0, 152, 3, 43, 5, 20, MASK_BAR_ID, 6, 5, 20, 6, 5, 20, MASK_BAR_ID, 6]
+    assert spans == [[8, 11]]
+
+
+def test_mask_token_without_a_mask_bar_domain_falls_back_to_a_bare_shell(config):
+    ids, spans = run_encode(config, [(0, 0, 0, 12, 60, 100)], modes=[[MASK_TOKEN]])
+    assert ids == [0, 152, 2, 43, 5, 20, 6, 4]
+    assert spans == []
 
 
 def test_removed_bar_emits_nothing(config):

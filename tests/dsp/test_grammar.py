@@ -304,3 +304,103 @@ def test_bar_time_signature_pins_follow_the_bar_number_in_the_track():
     assert len(legal_values(constraints, third, T.TIME_SIGNATURE)) == len(CFG.time_signatures)
     next_track = PIECE + track() + FULL_BAR + [tok(T.TRACK_END)] + track() + [tok(T.BAR)]
     assert legal_values(constraints, next_track, T.TIME_SIGNATURE) == [TS_4_4]
+
+
+# ---- MaskBar (mask mode "token"; yellow has none) ------------------------------------------
+def _mask_bar_config() -> EncoderConfig:
+    data = CFG.to_dict()
+    data["token_domains"].append(["MaskBar", 1])
+    return EncoderConfig.from_dict({**data, "supports_mask_bar_token": True})
+
+
+MASK_CFG = _mask_bar_config()  # yellow's ids plus MaskBar = 647; every other id is unchanged
+MASK_BAR = 647
+MASKED_BAR = bar() + [MASK_BAR, tok(T.BAR_END)]
+
+
+def mask_grammar(constraints: Constraints, prompt: list[int], *, strict: bool = False):
+    grammar = Grammar(MASK_CFG, constraints)
+    states = grammar.new_states(1)
+    grammar.advance(states, np.array(prompt), strict=strict)
+    return grammar, states
+
+
+def mask_legal_types(constraints: Constraints, prompt: list[int]) -> set[TokenType]:
+    grammar, states = mask_grammar(constraints, prompt)
+    legal_ids = grammar.legal_mask(states)[0]
+    return {TokenType(int(t)) for t in np.unique(MASK_CFG.vocabulary.id_type[legal_ids])}
+
+
+def test_mask_bar_test_vocabulary_appends_one_id():
+    assert len(MASK_CFG.vocabulary) == 648
+    assert MASK_CFG.vocabulary.encode(T.MASK_BAR) == MASK_BAR
+    assert not VOCAB.has(T.MASK_BAR)
+
+
+def test_mask_bar_follows_time_signature_when_notes_are_not_required():
+    after_time_sig = mask_legal_types(LOOSE, PIECE + track() + bar())
+    assert T.MASK_BAR in after_time_sig
+    assert after_time_sig >= {T.BAR_END, T.NOTE_ONSET, T.FILL_IN_PLACEHOLDER}
+    assert T.MASK_BAR in mask_legal_types(
+        Constraints(require_notes=False, autoregressive=True), PIECE + track() + bar()
+    )
+    # Only right after TimeSig: not after Bar, a note, a position, FillInStart or BarEnd.
+    for prefix in (
+        PIECE + track() + [tok(T.BAR)],
+        PIECE + track() + bar() + note(),
+        PIECE + track() + bar() + [tok(T.TIME_ABSOLUTE_POS, 4)],
+        PIECE + track() + FULL_BAR,
+        WORKED_INFILL[:-1],
+    ):
+        assert T.MASK_BAR not in mask_legal_types(LOOSE, prefix)
+
+
+def test_mask_bar_is_followed_by_bar_end_only():
+    prompt = PIECE + track() + bar() + [MASK_BAR]
+    assert mask_legal_types(LOOSE, prompt) == {T.BAR_END}
+    assert mask_legal_types(Constraints(), prompt) == {T.BAR_END}
+
+
+def test_require_notes_forbids_mask_bar_like_an_empty_bar():
+    prompt = PIECE + track() + bar()
+    assert T.MASK_BAR not in mask_legal_types(Constraints(), prompt)
+    with pytest.raises(GrammarError, match=r"token 647 \(MaskBar\(0\)\) at position 6"):
+        mask_grammar(Constraints(), prompt + [MASK_BAR], strict=True)
+
+
+def test_prompt_with_mask_bars_counts_them_as_bars_under_exact_bars():
+    constraints = Constraints(exact_bars=4, max_tracks=2)
+    prompt = PIECE + track() + MASKED_BAR + FULL_BAR + MASKED_BAR
+    grammar, states = mask_grammar(constraints, prompt)
+    assert states[0, kernels.S_BARS_IN_TRACK] == 3
+    assert states[0, kernels.S_NOTES_IN_BAR] == 0
+    assert states[0, kernels.S_PREV_TYPE] == T.BAR_END
+    assert states[0, kernels.S_PLACEHOLDERS] == 0 and states[0, kernels.S_DEAD] == 0
+    assert mask_legal_types(constraints, prompt) == {T.BAR}
+    four = prompt + MASKED_BAR
+    assert mask_legal_types(constraints, four) == {T.TRACK_END}
+    # The next track's bars count from zero; its first bar must hold a note under require_notes.
+    second = four + [tok(T.TRACK_END)] + track() + bar()
+    grammar, states = mask_grammar(constraints, second)
+    assert states[0, kernels.S_BARS_IN_TRACK] == 1
+    assert T.MASK_BAR not in mask_legal_types(constraints, second)
+    assert T.BAR_END not in mask_legal_types(constraints, second)
+
+
+def test_loose_mask_bar_prompt_is_accepted_strictly_and_completes():
+    constraints = Constraints(exact_bars=4, max_tracks=1, require_notes=False)
+    ids = PIECE + track() + MASKED_BAR + FULL_BAR + MASKED_BAR + MASKED_BAR + [tok(T.TRACK_END)]
+    grammar, states = mask_grammar(constraints, ids, strict=True)
+    assert grammar.complete(states)[0]
+
+
+def test_infill_prompt_with_mask_bars_keeps_fill_bookkeeping():
+    prompt = [tok(T.PIECE_START, 1), tok(T.NUM_BARS, 0)] + track() + MASKED_BAR
+    prompt += bar() + [tok(T.FILL_IN_PLACEHOLDER), tok(T.BAR_END)] + MASKED_BAR + MASKED_BAR
+    prompt += [tok(T.TRACK_END), tok(T.FILL_IN_START)]
+    constraints = Constraints(max_tracks=1, n_fill_targets=1, fill_block_is_drum=(False,))
+    grammar, states = mask_grammar(constraints, prompt)
+    assert states[0, kernels.S_PLACEHOLDERS] == 1 and states[0, kernels.S_IN_FILL] == 1
+    assert T.MASK_BAR not in mask_legal_types(constraints, prompt)
+    grammar.advance(states, np.array(note() + [tok(T.FILL_IN_END)]), strict=True)
+    assert grammar.complete(states)[0]

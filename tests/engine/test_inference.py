@@ -136,6 +136,30 @@ def test_mask_modes_generate_with_masked_bars(engine, mask_mode):
     assert len(notes_of(result.score, 3, 4)) > 0
 
 
+def test_token_mask_mode_uses_maskbar_where_the_vocabulary_has_it():
+    data = EncoderConfig.yellow().to_dict()
+    data["token_domains"].append(["MaskBar", 1])
+    with_maskbar = EncoderConfig.from_dict(data)
+    model = GPT2(ModelConfig(vocab_size=648, n_positions=1024, n_embd=32, n_layer=1, n_head=2))
+    model.init_weights(torch.Generator().manual_seed(0))
+    engine = InferenceEngine(model, with_maskbar, device="cpu")
+    tracks = (TrackPrompt(id=3, bars=(4,), mask_bars=(5, 6)),)
+    session = engine.session(demo_score(), request(tracks=tracks, mask_mode="token"))
+    from sideman.engine.planner import plan_request
+
+    prompt = session._build_prompt(plan_request(session.request, session.score)[0])
+    mask_bar = with_maskbar.vocabulary.encode(TokenType.MASK_BAR)
+    assert np.count_nonzero(prompt.full_ids == mask_bar) == 2  # bars 5 and 6 of track 3
+    assert prompt.key_mask is None
+    assert len(notes_of(session.run().score, 3, 4)) > 0
+
+
+def test_token_mask_mode_is_refused_for_yellow(engine):
+    tracks = (TrackPrompt(id=3, bars=(4,), mask_bars=(5,)),)
+    with pytest.raises(RequestError, match="MaskBar"):
+        engine.session(demo_score(), request(tracks=tracks, mask_mode="token"))
+
+
 def test_an_ignored_track_is_absent_from_the_prompt(engine):
     score = demo_score()
     score.track_info[0].program = 127  # an instrument no other track uses

@@ -244,3 +244,64 @@ def test_invalid_sampling_params_name_the_field(params: SamplingParams, field: s
 def test_top_p_error_message_reads_well():
     with pytest.raises(SamplingParamsError, match=r"top_p must be in \(0, 1\], got 0"):
         SamplingParams(top_p=0).validate()
+
+
+# ---- MaskBar vocabularies ------------------------------------------------------------------
+def _mask_bar_config() -> EncoderConfig:
+    data = CFG.to_dict()
+    data["token_domains"].append(["MaskBar", 1])
+    return EncoderConfig.from_dict({**data, "supports_mask_bar_token": True})
+
+
+MASK_CFG = _mask_bar_config()
+MASK_BAR = 647
+# Track 0 in mask mode "token": bars 0, 2 and 3 masked; the drum track 1 is cut before bar 0.
+MASKED_AR_PROMPT = [0, 152, 2, 43, 5, 20, MASK_BAR, 6, 5, 20, 595, 214, 293, 6, 5, 20, MASK_BAR, 6, 5, 20, MASK_BAR, 6, 4, 3, 43]  # fmt: skip
+
+
+def _sample_with_mask_bar_favoured(constraints: Constraints, seed: int) -> list[list[int]]:
+    """Random logits with MaskBar far ahead of everything else, until every row completes."""
+    grammar = Grammar(MASK_CFG, constraints)
+    vocab_size = grammar.vocab_size
+    batch = 4
+    states = grammar.new_states(batch)
+    grammar.advance(states, np.array(MASKED_AR_PROMPT))
+    sampler = TokenSampler(grammar, SamplingParams(), torch.Generator().manual_seed(seed))
+    logits_gen = torch.Generator().manual_seed(seed + 1000)
+    rows: list[list[int]] = [[] for _ in range(batch)]
+    for _ in range(3000):
+        done = grammar.complete(states)
+        if done.all():
+            break
+        logits = torch.randn(batch, vocab_size, generator=logits_gen) * 4
+        logits[:, MASK_BAR] = 50.0
+        mask = grammar.legal_mask(states)
+        ids = sampler.sample(logits, states)
+        for row in range(batch):
+            if not done[row]:
+                assert mask[row, ids[row]]
+                rows[row].append(int(ids[row]))
+    assert grammar.complete(states).all()
+    assert not states[:, 13].any()
+    return rows
+
+
+def test_sampler_never_draws_mask_bar_when_notes_are_required():
+    constraints = Constraints(exact_bars=4, max_tracks=2, autoregressive=True)
+    for seed in range(2):
+        for generated in _sample_with_mask_bar_favoured(constraints, seed):
+            assert MASK_BAR not in generated
+            assert generated.count(VOCAB.encode(T.BAR)) == 4
+            assert generated[-1] == VOCAB.encode(T.TRACK_END)
+            # Every generated bar holds a note.
+            bars = np.split(np.array(generated), np.flatnonzero(np.array(generated) == 5)[1:])
+            assert all((VOCAB.id_type[b[b < V]] == T.NOTE_ONSET).any() for b in bars)
+
+
+def test_sampler_may_draw_mask_bar_when_notes_are_not_required():
+    constraints = Constraints(exact_bars=4, max_tracks=2, autoregressive=True, require_notes=False)
+    for generated in _sample_with_mask_bar_favoured(constraints, 0):
+        assert generated.count(MASK_BAR) == 4  # favoured, and legal right after each TimeSig
+        for i in np.flatnonzero(np.array(generated) == MASK_BAR):
+            assert VOCAB.id_type[generated[i - 1]] == T.TIME_SIGNATURE
+            assert generated[i + 1] == VOCAB.encode(T.BAR_END)

@@ -243,6 +243,77 @@ def test_mask_spans_point_at_empty_shells(tokenizer):
         assert 7 <= shell[1] <= 42
 
 
+# ---- MaskBar (mask mode "token") -----------------------------------------------------------
+MASK_BAR_ID = 647
+
+
+@pytest.fixture(scope="module")
+def mask_tokenizer() -> Tokenizer:
+    """Yellow's encoder config with `["MaskBar", 1]` appended to its token domains (648 ids)."""
+    data = EncoderConfig.yellow().to_dict()
+    data["token_domains"].append(["MaskBar", 1])
+    config = EncoderConfig.from_dict({**data, "supports_mask_bar_token": True})
+    assert len(config.vocabulary) == 648
+    return Tokenizer(config)
+
+
+def mask_token_score() -> Score:
+    rows = [(0, b, 0, 12, 60 + b, 100) for b in range(4)] + [
+        (1, b, 6, 1, 36, 100) for b in range(4)
+    ]
+    return Score(
+        resolution=12,
+        time_signatures=[(4, 4), (7, 8), (4, 4), (3, 4)],
+        track_info=[TrackInfo(), TrackInfo(is_drum=True)],
+        notes=NoteArrays.from_rows(rows),
+    )
+
+
+def test_mask_token_bars_encode_to_exact_ids(mask_tokenizer):
+    modes = np.array(
+        [[BarMode.NOTES, BarMode.MASK_TOKEN, BarMode.MASK_TOKEN, BarMode.NOTES],
+         [BarMode.MASK_TOKEN, BarMode.NOTES, BarMode.MASKED, BarMode.MASK_TOKEN]],
+        dtype=np.int8,
+    )  # fmt: skip
+    window = mask_tokenizer.encode_window(mask_token_score(), bar_modes=modes)
+    assert window.ids.tolist() == [
+        0, 152,
+        2, 43, BAR, 20, 595, 214, 293, BAR_END, BAR, 28, MASK_BAR_ID, BAR_END,
+        BAR, 20, MASK_BAR_ID, BAR_END, BAR, 17, 595, 217, 293, BAR_END, TRACK_END,
+        3, 43, BAR, 20, MASK_BAR_ID, BAR_END, BAR, 28, 384, 595, 190, BAR_END,
+        BAR, 20, BAR_END, BAR, 17, MASK_BAR_ID, BAR_END, TRACK_END,
+    ]  # fmt: skip
+    assert window.mask_spans.tolist() == [[37, 40]]  # only the MASKED shell has a span
+    assert window.fill_targets == ()
+
+
+def test_mask_token_round_trip_keeps_bars_and_meters_and_empties_masked_bars(mask_tokenizer):
+    score = mask_token_score()
+    modes = np.full((2, 4), BarMode.NOTES, dtype=np.int8)
+    modes[0, 1] = modes[1, 2] = modes[1, 3] = BarMode.MASK_TOKEN
+    window = mask_tokenizer.encode_window(score, bar_modes=modes)
+    decoded = mask_tokenizer.decode(window.ids)
+    assert decoded.n_bars == 4
+    assert decoded.time_signatures.tolist() == score.time_signatures.tolist()
+    kept = [(int(t), int(b)) for t, b in zip(decoded.notes.track, decoded.notes.bar, strict=True)]
+    assert kept == [(0, 0), (0, 2), (0, 3), (1, 0), (1, 1)]
+    again = mask_tokenizer.encode_window(decoded, bar_modes=modes)
+    assert again.ids.tolist() == window.ids.tolist()
+    # Unmasked, the decoded score has the masked bars as empty shells.
+    plain = mask_tokenizer.encode_window(decoded).ids.tolist()
+    assert MASK_BAR_ID not in plain
+    assert plain == [t for t in window.ids.tolist() if t != MASK_BAR_ID]
+
+
+def test_mask_token_needs_a_mask_bar_vocabulary(tokenizer):
+    modes = np.zeros((1, 4), dtype=np.int8)
+    modes[0, 2] = BarMode.MASK_TOKEN
+    with pytest.raises(
+        TokenizerError, match=r"yellow vocabulary has no MaskBar token.*mask mode 'attention'"
+    ):
+        tokenizer.encode_window(Score.empty(4, [TrackInfo()]), bar_modes=modes)
+
+
 def test_cut_track_omits_track_end_and_ends_on_the_last_context_bar_end(tokenizer):
     score = random_score(np.random.default_rng(9), 8)
     modes = np.zeros((score.n_tracks, 8), dtype=np.int8)
@@ -377,7 +448,7 @@ def test_num_bars_outside_the_map_is_refused(tokenizer):
         ({"track_order": [0, 2]}, "outside 0..1"),
         ({"track_order": [1, 1]}, "lists a track twice"),
         ({"bar_modes": np.zeros((2, 3))}, "bar_modes has shape"),
-        ({"bar_modes": np.full((2, 4), 7)}, "BarMode 0..4"),
+        ({"bar_modes": np.full((2, 4), 7)}, "BarMode 0..5"),
         ({"attributes": np.full((2, 5), 10)}, "min_polyphony=10 outside"),
         ({"attributes": np.zeros((1, 5))}, "attributes has shape"),
         ({"start_bar": 2}, "runs past"),
