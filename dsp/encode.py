@@ -9,28 +9,29 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Reference TokenType enum ids (mirror sideman.engine.vocab.TokenType; dsp imports nothing of ours).
-PIECE_START = 0
-NOTE_ONSET = 1
-TIME_ABSOLUTE_POS = 7
-INSTRUMENT = 8
-BAR = 9
-BAR_END = 10
-TRACK = 11
-TRACK_END = 12
-FILL_IN_PLACEHOLDER = 15
-FILL_IN_START = 16
-FILL_IN_END = 17
-VELOCITY_LEVEL = 19
-NOTE_DENSITY = 21
-TIME_SIGNATURE = 22
-NOTE_DURATION = 26
-MIN_POLYPHONY = 28
-MAX_POLYPHONY = 29
-MIN_NOTE_DURATION = 30
-MAX_NOTE_DURATION = 31
-NUM_BARS = 32
-MASK_BAR = 100  # not in yellow (sideman's own code; see TokenType.MASK_BAR)
+from sideman.dsp.token_types import (  # noqa: F401 (re-exported for tests)
+    BAR,
+    BAR_END,
+    FILL_IN_END,
+    FILL_IN_PLACEHOLDER,
+    FILL_IN_START,
+    INSTRUMENT,
+    MASK_BAR,
+    MAX_NOTE_DURATION,
+    MAX_POLYPHONY,
+    MIN_NOTE_DURATION,
+    MIN_POLYPHONY,
+    NOTE_DENSITY,
+    NOTE_DURATION,
+    NOTE_ONSET,
+    NUM_BARS,
+    PIECE_START,
+    TIME_ABSOLUTE_POS,
+    TIME_SIGNATURE,
+    TRACK,
+    TRACK_END,
+    VELOCITY_LEVEL,
+)
 
 # Token type of each attribute column, in the fixed emission order (tokens.md §3.1 step 4.3).
 ATTRIBUTE_TOKEN_TYPES = np.array(

@@ -32,30 +32,31 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# TokenType enum ids (must match sideman.engine.vocab.TokenType; a test checks it).
-PIECE_START = 0
-NOTE_ONSET = 1
-TIME_ABSOLUTE_POS = 7
-INSTRUMENT = 8
-BAR = 9
-BAR_END = 10
-TRACK = 11
-TRACK_END = 12
-FILL_IN_PLACEHOLDER = 15
-FILL_IN_START = 16
-FILL_IN_END = 17
-VELOCITY_LEVEL = 19
-NOTE_DENSITY = 21
-TIME_SIGNATURE = 22
-NOTE_DURATION = 26
-MIN_POLYPHONY = 28
-MAX_POLYPHONY = 29
-MIN_NOTE_DURATION = 30
-MAX_NOTE_DURATION = 31
-NUM_BARS = 32
-PIECE_END = 70
-MASK_BAR = 100
-N_TYPES = 128
+from sideman.dsp.token_types import (  # noqa: F401 (re-exported for tests)
+    BAR,
+    BAR_END,
+    FILL_IN_END,
+    FILL_IN_PLACEHOLDER,
+    FILL_IN_START,
+    INSTRUMENT,
+    MASK_BAR,
+    MAX_NOTE_DURATION,
+    MAX_POLYPHONY,
+    MIN_NOTE_DURATION,
+    MIN_POLYPHONY,
+    N_TYPES,
+    NOTE_DENSITY,
+    NOTE_DURATION,
+    NOTE_ONSET,
+    NUM_BARS,
+    PIECE_END,
+    PIECE_START,
+    TIME_ABSOLUTE_POS,
+    TIME_SIGNATURE,
+    TRACK,
+    TRACK_END,
+    VELOCITY_LEVEL,
+)
 
 STATE_SIZE = 16
 S_PREV_TYPE = 0
