@@ -115,7 +115,7 @@ def run_tokenizer_bench(quick: bool = False) -> dict[str, float]:
         )
         t_encode = _median_time(
             lambda: [
-                tokenizer.encode_window(s, num_bars=8, attributes=a) for s, a in zip(scores, attributes)
+                tokenizer.encode_window(s, num_bars=8, attributes=a) for s, a in zip(scores, attributes, strict=True)
             ],
             repeats,
         )
@@ -220,6 +220,7 @@ def run_generate_bench(quick: bool = False, threads: int = 2) -> dict[str, float
                 model(token, cache=cache, last_only=True)
 
         t_step = _median_time(decode_64, repeats, warmup=1) / 64
+    warm_sample_us = _warm_sampler_us(engine, score, request(0))
     floor = t_prefill + gen_tokens * t_step
     figures = {
         "prompt_tokens": prompt_tokens,
@@ -229,6 +230,7 @@ def run_generate_bench(quick: bool = False, threads: int = 2) -> dict[str, float
         "outside_model_ms_per_token": outside_ms,
         "infill_bar_e2e_s": e2e,
         "bare_model_floor_s": floor,
+        "sampler_warm_us": warm_sample_us,
     }
     print("model: random-init yellow_small shape (n_embd 512, 6 layers, 8 heads, 2048 positions, vocab 647)")
     print(f"request: infill of 1 bar, density cap 21; prompt {prompt_tokens} tokens, median {gen_tokens} generated")
@@ -239,6 +241,10 @@ def run_generate_bench(quick: bool = False, threads: int = 2) -> dict[str, float
         f"outside the model per token     {outside_ms:8.3f} ms   (reference {lo}-{hi} ms; target <= "
         f"{TARGETS['outside_model_ms_per_token']} ms)"
     )
+    print(
+        f"sampler kernel alone, warm caches {warm_sample_us / 1e3:8.3f} ms   (mask + filters + draw; in the loop each "
+        "step first streams the weights through the caches, so the same work runs cold)"
+    )
     lo, hi = REFERENCE["infill_bar_e2e_s"]
     print(
         f"end-to-end infill bar           {e2e:8.3f} s    (reference {lo}-{hi} s, x{lo / e2e:.2f}-{hi / e2e:.2f} faster; "
@@ -246,3 +252,25 @@ def run_generate_bench(quick: bool = False, threads: int = 2) -> dict[str, float
     )
     print(f"same-run bare-model floor       {floor:8.3f} s    (e2e is {e2e / floor:.2f}x prefill + tokens x step)")
     return figures
+
+
+def _warm_sampler_us(engine, score: Score, request) -> float:
+    """Grammar mask + filters + draw for one token, repeated back to back (caches warm)."""
+    from sideman.engine.planner import plan_request
+    from sideman.engine.sampler import Grammar, SamplingParams, TokenSampler
+
+    session = engine.session(score, request)
+    prompt = session._build_prompt(plan_request(session.request, session.score)[0])
+    grammar = Grammar(engine.encoder_config, prompt.constraints)
+    start = grammar.new_states(1)
+    grammar.advance(start, prompt.full_ids)
+    sampler = TokenSampler(grammar, SamplingParams(), torch.Generator().manual_seed(0))
+    logits = torch.randn(1, engine.encoder_config.vocabulary.size, generator=torch.Generator().manual_seed(1))
+    states = start.copy()
+
+    def draw_1000() -> None:
+        for _ in range(1000):
+            states[:] = start
+            sampler.sample(logits, states)
+
+    return 1e3 * _median_time(draw_1000, 3)

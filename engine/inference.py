@@ -537,13 +537,10 @@ class GenerationSession:
                     return f"silence: no notes in track {track} bar {bar}"
         if self.config.novelty_check:
             current = self.score.notes
-            identical = True
-            for track, bar in step.targets:
-                old = current.select((current.track == track) & (current.bar == bar))
-                new = notes.select((notes.track == track) & (notes.bar == bar))
-                if sorted(zip(old.pitch.tolist(), old.onset.tolist())) != sorted(zip(new.pitch.tolist(), new.onset.tolist())):
-                    identical = False
-                    break
+            identical = all(
+                np.array_equal(_pitch_onsets(current, track, bar), _pitch_onsets(notes, track, bar))
+                for track, bar in step.targets
+            )
             if identical:
                 return "novelty: the generated bars repeat the input exactly"
         return None
@@ -576,13 +573,19 @@ def _apply_meter_controls(score: Score, request: GenerationRequest) -> Score:
     return out
 
 
+def _pitch_onsets(notes: NoteArrays, track: int, bar: int) -> np.ndarray:
+    """The sorted (pitch, onset) multiset of one bar, as comparable integers."""
+    sel = (notes.track == track) & (notes.bar == bar)
+    return np.sort(notes.pitch[sel].astype(np.int64) * (1 << 20) + notes.onset[sel])
+
+
 def _common_prefix(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> int:
     """Length of the longest prefix on which every pair of arrays agrees."""
     n = min(len(a[0]), len(b[0]))
     if n == 0:
         return 0
     same = np.ones(n, dtype=bool)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         same &= x[:n] == y[:n]
     mismatch = np.flatnonzero(~same)
     return int(mismatch[0]) if len(mismatch) else n

@@ -286,3 +286,18 @@ def test_result_comes_back_at_the_input_resolution(engine):
     assert result.score.resolution == 480
     assert notes_of(result.score, 3, 4).onset.max() < 1920
     assert Tokenizer(EncoderConfig.yellow()).to_grid(result.score).resolution == 12
+
+
+def test_novelty_and_silence_checks_judge_the_target_bars(engine):
+    score = demo_score()
+    session = engine.session(score, request(bars=(4,)))
+    from sideman.engine.planner import plan_request
+
+    step = plan_request(session.request, session.score)[0]
+    same = notes_of(session.score, 3, 4)
+    assert session._check(step, same).startswith("novelty")
+    shifted = NoteArrays(same.track, same.bar, same.onset, same.duration, same.pitch + 1, same.velocity)
+    assert session._check(step, shifted) is None
+    assert session._check(step, NoteArrays.empty()).startswith("silence")
+    relaxed = engine.session(score, request(bars=(4,), novelty_check=False, silence_check=False))
+    assert relaxed._check(step, same) is None
