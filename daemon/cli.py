@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0, help="random seed (-1: free-running)")
     generate.add_argument("--num-candidates", type=int, default=1)
+    generate.add_argument("--density-limit", type=int, default=0, help="at most N notes per generated bar (0: off)")
+    generate.add_argument("--polyphony-limit", type=int, default=0, help="at most N notes per onset (0: off)")
     generate.add_argument("--mask-mode", default="attention", choices=["attention", "attention_skip", "remove", "token"])
     generate.add_argument("--skip-unknown-meters", action="store_true")
     _add_model_arguments(generate)
@@ -109,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sideman: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `sideman tokens f.mid | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 
@@ -187,6 +194,8 @@ def _generate(args: argparse.Namespace) -> int:
                 top_p=args.top_p,
                 seed=args.seed,
                 num_candidates=args.num_candidates,
+                density_hard_limit=args.density_limit,
+                polyphony_hard_limit=args.polyphony_limit,
                 model_dim=model_dim,
                 mask_mode=args.mask_mode,
                 device=args.device,

@@ -125,3 +125,24 @@ def test_bad_bar_ranges_are_refused_by_the_parser(demo_midi, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["generate", str(demo_midi), str(tmp_path / "o.mid"), "--bars", "7-4"])
     assert "bars must look like" in capsys.readouterr().err
+
+
+def test_generate_respects_the_density_limit(demo_midi, tiny_bundle, tmp_path):
+    out = tmp_path / "capped.mid"
+    assert main(["generate", str(demo_midi), str(out), "--track", "0", "--bars", "4-7", "--autoregressive",
+                 "--density-limit", "2", "--model", str(tiny_bundle), "--device", "cpu"]) == 0
+    notes = Score.from_midi(out).notes
+    for bar in range(4, 8):
+        assert 1 <= np.count_nonzero((notes.track == 0) & (notes.bar == bar)) <= 2
+
+
+def test_tokens_into_a_closed_pipe_exits_quietly(tmp_path):
+    from sideman.engine.bench import synthetic_score
+
+    big = tmp_path / "big.mid"  # ~1 MB of JSON: far more than a pipe buffer
+    synthetic_score(np.random.default_rng(0), n_bars=400, n_tracks=4, notes_per_bar=13).to_midi(big)
+    script = shutil.which("sideman") or str(__import__("pathlib").Path(sys.executable).with_name("sideman"))
+    done = subprocess.run(f"'{script}' tokens '{big}' | head -c 10", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout == '{"file": "'
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
