@@ -18,35 +18,16 @@ from typing import Any
 
 import numpy as np
 
-N_TOKEN_TYPES = 128  # size of per-type lookup arrays (enum ids below stay under this)
+from sideman.dsp import token_types as codes
 
+N_TOKEN_TYPES = codes.N_TYPES  # size of per-type lookup arrays (codes stay under this)
 
-class TokenType(IntEnum):
-    """Token types, numbered as the reference's enum where it has them."""
-
-    PIECE_START = 0
-    NOTE_ONSET = 1
-    TIME_ABSOLUTE_POS = 7
-    INSTRUMENT = 8
-    BAR = 9
-    BAR_END = 10
-    TRACK = 11
-    TRACK_END = 12
-    FILL_IN_PLACEHOLDER = 15
-    FILL_IN_START = 16
-    FILL_IN_END = 17
-    VELOCITY_LEVEL = 19
-    NOTE_DENSITY = 21
-    TIME_SIGNATURE = 22
-    NOTE_DURATION = 26
-    MIN_POLYPHONY = 28
-    MAX_POLYPHONY = 29
-    MIN_NOTE_DURATION = 30
-    MAX_NOTE_DURATION = 31
-    NUM_BARS = 32
-    PIECE_END = 70  # alias of the reference's "None" type; yellow has no such domain
-    # Not in yellow and without a known reference enum id: sideman's own code.
-    MASK_BAR = 100
+# Token types, numbered as the reference's enum where it has them. The codes live in
+# sideman.dsp.token_types so the kernels (which import nothing of engine) share one table.
+TokenType = IntEnum(
+    "TokenType",
+    {name: value for name, value in vars(codes).items() if name.isupper() and name != "N_TYPES"},
+)
 
 
 # Names used in ``token_domains`` entries -> TokenType.
