@@ -32,7 +32,7 @@ def read(request):
     return functools.partial(read_midi, backend=request.param)
 
 
-# A note for the helpers: (channel, pitch, onset_tick, offset_tick, velocity)
+# Notes given to the file builders below: (channel, pitch, onset_tick, offset_tick, velocity)
 
 
 def _note_messages(notes, end_tick=None):
