@@ -428,6 +428,7 @@ class GenerationSession:
         log_likelihood = np.zeros(batch, dtype=np.float64)
         position = int(prompt.positions[-1]) + 1
         step_input = torch.zeros((batch, 1), dtype=torch.long)
+        step_input_np = step_input.numpy()
         step_positions = torch.zeros((batch, 1), dtype=torch.long)
         n_generated = 0
         for i in range(budget):
@@ -444,12 +445,13 @@ class GenerationSession:
                 log_likelihood[live] += picked[live] - torch.logsumexp(last, dim=-1).numpy()[live]
             out[:, i] = tokens
             n_generated = i + 1
-            done = grammar.complete(states)
+            done = grammar.finished(states)
             report.sample_s += time.perf_counter() - t1
             if done.all():
                 break
             t2 = time.perf_counter()
-            step_input[:, 0] = torch.from_numpy(np.maximum(tokens, 0))
+            step_input_np[:, 0] = tokens
+            step_input_np[tokens < 0, 0] = 0  # finished rows feed a harmless token; their output is ignored
             step_positions.fill_(position + i)
             logits = model(
                 step_input.to(device),

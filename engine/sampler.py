@@ -165,6 +165,13 @@ class Grammar:
         kernels.legal_mask(states, self.tables, self._ranges, mask)
         return mask
 
+    def finished(self, states: np.ndarray) -> np.ndarray:
+        """(B,) bool from the state flags alone: complete, or found without a legal token at a draw.
+
+        The per-token check of the decode loop; cheaper than ``complete``, which also looks ahead.
+        """
+        return (states[:, kernels.S_COMPLETE] != 0) | (states[:, kernels.S_DEAD] != 0)
+
     def complete(self, states: np.ndarray) -> np.ndarray:
         """(B,) bool: the row is complete, or nothing can legally follow (the caller stops)."""
         out = np.empty(states.shape[0], dtype=np.bool_)

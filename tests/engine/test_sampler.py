@@ -305,3 +305,12 @@ def test_sampler_may_draw_mask_bar_when_notes_are_not_required():
         for i in np.flatnonzero(np.array(generated) == MASK_BAR):
             assert VOCAB.id_type[generated[i - 1]] == T.TIME_SIGNATURE
             assert generated[i + 1] == VOCAB.encode(T.BAR_END)
+
+
+def test_finished_reads_the_state_flags_that_complete_reports():
+    grammar = Grammar(CFG, Constraints(max_tracks=1, n_fill_targets=1, fill_block_is_drum=(False,)))
+    states = grammar.new_states(1)
+    grammar.advance(states, np.array(WORKED_INFILL_PROMPT))
+    assert not grammar.finished(states)[0] and not grammar.complete(states)[0]
+    grammar.advance(states, np.array([595, 214, 293, 604]))  # one note, then FillInEnd
+    assert grammar.finished(states)[0] and grammar.complete(states)[0]
