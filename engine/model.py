@@ -17,13 +17,17 @@ Read top to bottom in the order data flows:
 Speed notes: eager mode, no ``torch.compile`` (platform-notes §6.5). Decode is bound by weight
 traffic (77 MB of fp32 weights per step for yellow_small) and per-op overhead, so the fast path
 avoids module calls, per-step allocations and cache growth. Measured on an AVX2-only 2-core dev box
-(yellow_small, 585-token prompt): fp32 prefill ~0.24-0.29 s (2 threads) / 0.39-0.41 s (1 thread),
-decode ~8-11 ms/step; bf16 decode 5.9 ms/step on 2 threads but its prefill is 6x slower there.
+(yellow_small, 585-token prompt): fp32 prefill ~0.23-0.29 s (2 threads) / 0.39-0.42 s (1 thread),
+decode ~8-13 ms/step; bf16 decode 5.9-8 ms/step on 2 threads but its prefill is 6x slower there;
+int8 (dynamic, fbgemm) prefill 0.16-0.17 s / decode 3.7-6 ms/step on 2 threads. ``InferenceGPT2``
+takes a run-time ``precision`` ("fp32" reference, "bf16", "int8", "mixed", "auto").
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -197,7 +201,8 @@ class KVCache:
 
 class _Layer(NamedTuple):
     """One block's tensors. Linear weights are (out, in) for ``F.linear``: transposed views of the
-    Conv1D parameters in ``GPT2``, contiguous copies in ``InferenceGPT2``."""
+    Conv1D parameters in ``GPT2``, contiguous copies in ``InferenceGPT2``. In the int8 path a
+    linear weight slot holds fbgemm packed params (bias packed inside, the bias slot ``None``)."""
 
     ln_1_w: Tensor
     ln_1_b: Tensor
@@ -220,6 +225,15 @@ class _Weights(NamedTuple):
     ln_f_w: Tensor
     ln_f_b: Tensor
     lm_head: Tensor  # (V, D)
+
+
+def _linear(x: Tensor, weight: Any, bias: Tensor | None) -> Tensor:
+    """``F.linear`` for a plain weight tensor; int8 dynamic quantisation for packed params."""
+    if isinstance(weight, Tensor):
+        return F.linear(x, weight, bias)
+    # Activations quantised per tensor (all rows of this call share one scale) to 7 bits:
+    # reduce_range avoids int16 saturation in fbgemm's AVX2 (non-VNNI) u8*s8 kernels.
+    return torch.ops.quantized.linear_dynamic(x, weight, True)
 
 
 def _attention_mask(
@@ -282,7 +296,7 @@ def _forward(
 
     for i, layer in enumerate(w.layers):
         h = F.layer_norm(x, (D,), layer.ln_1_w, layer.ln_1_b, LAYER_NORM_EPS)
-        qkv = F.linear(h, layer.attn_w, layer.attn_b)  # (B, T, 3D)
+        qkv = _linear(h, layer.attn_w, layer.attn_b)  # (B, T, 3D)
         q, k, v = qkv.view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
         if cache is not None:
             cache.k[i, :B, :, start : start + T] = k
@@ -299,12 +313,12 @@ def _forward(
             scale=1.0 / math.sqrt(hd),
         )  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, D)
-        y = F.linear(y, layer.attn_proj_w, layer.attn_proj_b)
+        y = _linear(y, layer.attn_proj_w, layer.attn_proj_b)
         x = x + (F.dropout(y, dropout) if dropout else y)
 
         h = F.layer_norm(x, (D,), layer.ln_2_w, layer.ln_2_b, LAYER_NORM_EPS)
-        h = F.gelu(F.linear(h, layer.fc_w, layer.fc_b), approximate="tanh")  # "gelu_new"
-        h = F.linear(h, layer.fc_proj_w, layer.fc_proj_b)
+        h = F.gelu(_linear(h, layer.fc_w, layer.fc_b), approximate="tanh")  # "gelu_new"
+        h = _linear(h, layer.fc_proj_w, layer.fc_proj_b)
         x = x + (F.dropout(h, dropout) if dropout else h)
 
     if cache is not None:
@@ -312,7 +326,7 @@ def _forward(
     if last_only:
         x = x[:, -1:]
     x = F.layer_norm(x, (D,), w.ln_f_w, w.ln_f_b, LAYER_NORM_EPS)
-    return F.linear(x, w.lm_head).float()  # (B, T, V) or (B, 1, V)
+    return _linear(x, w.lm_head, None).float()  # (B, T, V) or (B, 1, V)
 
 
 # ---- trainable module with Hugging Face names --------------------------------------------------
@@ -465,42 +479,70 @@ class GPT2(nn.Module):
             self._positions, dropout=p,
         )  # fmt: skip
 
-    def for_inference(self, dtype: torch.dtype = torch.float32) -> InferenceGPT2:
-        """A frozen, fast copy for generation (see ``InferenceGPT2``)."""
-        return InferenceGPT2(self, dtype)
+    def for_inference(self, precision: str | torch.dtype = "fp32") -> InferenceGPT2:
+        """A frozen, fast copy for generation; ``precision`` as in ``InferenceGPT2`` (a name or a
+        float dtype: ``for_inference(torch.bfloat16)`` still works)."""
+        return InferenceGPT2(self, precision)
 
 
 # ---- frozen fast path -----------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "mixed", "auto")
+_DTYPE_PRECISION = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+_PRECISION_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Quantise lm_head too in the int8 path: it is 1.3 MB of the 77 MB per step for yellow_small, so
+# the gain is small, and it is the layer whose error reaches the logits unfiltered. Kept fp32.
+_INT8_LM_HEAD = False
 
 
 class InferenceGPT2:
     """Frozen copy of a ``GPT2`` laid out for fast CPU generation; same ``forward`` signature.
 
-    The weights are copied once to contiguous (out, in) tensors in ``dtype`` (``F.linear``'s native
-    layout; on the AVX2 dev box it measured as fast as ``addmm`` over HF's (in, out) layout for
-    fp32 decode, much faster for bf16, and it keeps batch rows bit-identical). The cache uses the
-    same dtype; logits come back as float32. No module calls per step. bfloat16 halves weight
-    traffic, but its prefill is ~6x slower on CPUs without native bf16 (AVX2 only; see
-    ``bf16_is_native``), so float32 is the default.
+    ``precision`` (a name, or a torch dtype for the float ones):
+
+    - ``"fp32"``: the exact reference path (default). Weights are copied once to contiguous
+      (out, in) tensors, ``F.linear``'s native layout (on the AVX2 dev box as fast as ``addmm`` over
+      HF's (in, out) layout for fp32 decode, much faster for bf16, and batch rows stay bit-identical).
+    - ``"bf16"`` / ``"fp16"``: weights, activations and cache in that dtype. bf16 halves weight
+      traffic, but its prefill is ~6x slower on CPUs without native bf16 (``bf16_is_native``).
+    - ``"int8"``: the four linear layers of every block use int8 weights (symmetric, per output
+      channel) with activations quantised dynamically per call (fbgemm ``linear_dynamic``);
+      embeddings, LayerNorms, attention, ``lm_head`` and the KV cache stay fp32. Logits differ from
+      fp32 by quantisation noise (see tests). Activation scales are per call, so rows of one batch
+      share a scale: identical rows stay bit-identical, different rows are not bit-independent.
+    - ``"mixed"``: fp32 weights for multi-token calls (prefill), int8 for single-token steps.
+    - ``"auto"``: ``choose_precision()`` for this CPU, resolved once; ``self.precision`` tells which.
+
+    The cache dtype is ``self.dtype`` (float32 except for bf16/fp16); logits come back as float32.
+    No module calls per step.
     """
 
-    def __init__(self, model: GPT2, dtype: torch.dtype = torch.float32) -> None:
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(
-                f"unsupported inference dtype {dtype}; use torch.float32 or torch.bfloat16"
-            )
-        self.config = model.config
-        self.dtype = dtype
-
-        def prep(t: Tensor) -> Tensor:
-            return t.detach().to(dtype, copy=True).contiguous()
-
+    def __init__(self, model: GPT2, precision: str | torch.dtype = "fp32") -> None:
         w = model._weights()
-        self.weights = _Weights(
-            prep(w.wte), prep(w.wpe), tuple(_Layer(*(prep(t) for t in layer)) for layer in w.layers),
-            prep(w.ln_f_w), prep(w.ln_f_b), prep(w.lm_head),
-        )  # fmt: skip
+        if precision == "auto" and w.wte.device.type != "cpu":
+            precision = "fp32"  # the measured choice is for CPUs; int8 runs on CPU only
+        self.precision = resolve_precision(precision)
+        self.config = model.config
+        self.dtype = _PRECISION_DTYPE.get(self.precision, torch.float32)
         self._positions = torch.arange(self.config.n_positions, device=w.wte.device)
+        self._decode_weights: _Weights | None = None
+        if self.precision in ("int8", "mixed"):
+            if w.wte.device.type != "cpu":
+                raise ValueError(
+                    f"precision {self.precision!r} runs on CPU only, not {w.wte.device}"
+                )
+            if not int8_is_available():
+                raise ValueError(
+                    f"precision {self.precision!r} needs torch's quantized linear_dynamic/linear_prepack "
+                    f"ops, which this torch build (engine {torch.backends.quantized.engine!r}) lacks; "
+                    "use 'fp32' or 'auto'"
+                )
+            quantised = _int8_weights(w)
+            if self.precision == "int8":
+                self.weights = quantised
+                return
+            self._decode_weights = quantised
+        self.weights = _copy_weights(w, self.dtype)
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
         c = self.config
@@ -519,12 +561,69 @@ class InferenceGPT2:
         last_only: bool = False,
     ) -> Tensor:
         """As ``GPT2.forward``, under ``torch.inference_mode()``."""
+        weights = self.weights
+        if self._decode_weights is not None and input_ids.shape[1] == 1:
+            weights = self._decode_weights
         return _forward(
-            self.weights, self.config, input_ids, cache, position_ids, key_mask, last_only,
+            weights, self.config, input_ids, cache, position_ids, key_mask, last_only,
             self._positions,
         )  # fmt: skip
 
     __call__ = forward
+
+
+def _copy_weights(w: _Weights, dtype: torch.dtype) -> _Weights:
+    def prep(t: Tensor) -> Tensor:
+        return t.detach().to(dtype, copy=True).contiguous()
+
+    return _Weights(
+        prep(w.wte), prep(w.wpe), tuple(_Layer(*(prep(t) for t in layer)) for layer in w.layers),
+        prep(w.ln_f_w), prep(w.ln_f_b), prep(w.lm_head),
+    )  # fmt: skip
+
+
+def _pack_int8(weight: Tensor, bias: Tensor | None) -> Any:
+    """fbgemm packed params for an (out, in) weight: int8, symmetric, one scale per output row."""
+    w = weight.detach().float().contiguous()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    zero_point = torch.zeros(w.shape[0], dtype=torch.long)
+    b = None if bias is None else bias.detach().float().contiguous()
+    with warnings.catch_warnings():
+        # torch 2.13 warns that quantized-tensor *creation* is deprecated (pytorch issue 184982);
+        # the qint8 tensor is only the input format of linear_prepack and is dropped right after.
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch.quantize_per_channel(w, scale, zero_point, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(q, b)
+
+
+def _int8_weights(w: _Weights) -> _Weights:
+    def prep(t: Tensor) -> Tensor:
+        return t.detach().float().contiguous()
+
+    def block(layer: _Layer) -> _Layer:
+        return _Layer(
+            prep(layer.ln_1_w), prep(layer.ln_1_b),
+            _pack_int8(layer.attn_w, layer.attn_b), None,
+            _pack_int8(layer.attn_proj_w, layer.attn_proj_b), None,
+            prep(layer.ln_2_w), prep(layer.ln_2_b),
+            _pack_int8(layer.fc_w, layer.fc_b), None,
+            _pack_int8(layer.fc_proj_w, layer.fc_proj_b), None,
+        )  # fmt: skip
+
+    layers = tuple(block(layer) for layer in w.layers)
+    head = _pack_int8(w.lm_head, None) if _INT8_LM_HEAD else prep(w.lm_head)
+    return _Weights(prep(w.wte), prep(w.wpe), layers, prep(w.ln_f_w), prep(w.ln_f_b), head)
+
+
+@functools.cache
+def int8_is_available() -> bool:
+    """Whether torch's dynamic int8 linear ops work in this build (fbgemm on x86)."""
+    try:
+        packed = _pack_int8(torch.ones(2, 4), torch.zeros(2))
+        out = torch.ops.quantized.linear_dynamic(torch.ones(1, 4), packed, True)
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
+    return out.shape == (1, 2)
 
 
 def bf16_is_native() -> bool:
@@ -534,3 +633,38 @@ def bf16_is_native() -> bool:
     except AttributeError:
         return False
     return bool(features.get("avx512_bf16") or features.get("amx_bf16"))
+
+
+def choose_precision() -> str:
+    """The precision ``"auto"`` resolves to on this CPU (decided at run time, never hard-coded).
+
+    int8 whenever fbgemm's dynamic linear works (x86 quantized engine): measured on the AVX2-only
+    2-core dev box (yellow_small, 585-token prompt, medians under some shared load), int8 was the
+    fastest in *both* phases: prefill 155-172 ms vs fp32 231-271 ms (2 threads; 256-312 vs 400-423
+    ms on 1), decode 3.7-6.1 ms/step vs 10.2-12.7 ms (4x less weight traffic). "mixed" decodes as
+    fast but prefills at fp32 speed; it is ~30x closer to fp32 (mean |dlogit| 0.001 vs 0.03), so
+    pick it explicitly when accuracy matters more than ~100 ms. Without int8 ops: bf16 only with
+    native bf16 dot products (avx512_bf16/AMX; unmeasured here, where bf16 prefill is 6x slower
+    than fp32), else the fp32 reference.
+    """
+    if int8_is_available() and torch.backends.quantized.engine in ("x86", "fbgemm"):
+        return "int8"
+    if bf16_is_native():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_precision(precision: str | torch.dtype) -> str:
+    """A concrete precision name for ``precision`` (a name of ``PRECISIONS`` or a float dtype)."""
+    if isinstance(precision, torch.dtype):
+        if precision not in _DTYPE_PRECISION:
+            raise ValueError(
+                f"unsupported inference dtype {precision}; use torch.float32 or torch.bfloat16, "
+                f"or a precision name: {', '.join(PRECISIONS)}"
+            )
+        return _DTYPE_PRECISION[precision]
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"unknown inference precision {precision!r}; known: {', '.join(PRECISIONS)}"
+        )
+    return choose_precision() if precision == "auto" else precision
