@@ -14,6 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# engine.model.PRECISIONS, repeated so that parsing arguments does not import torch (a test checks).
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "mixed", "auto")
+
 log = logging.getLogger("sideman")
 
 
@@ -55,6 +58,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="use a randomly initialised model of the yellow_small shape instead of a checkpoint",
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=list(PRECISIONS),
+        help="inference arithmetic: fp32 (exact reference, default), int8 (CPU, ~2x faster, "
+        "quantisation noise), mixed (fp32 prompt, int8 steps), bf16, fp16, or auto (fastest here)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,8 +226,10 @@ def _load_engine(args: argparse.Namespace):
 
     if args.random_init:
         print("using a randomly initialised yellow_small-shaped model: expect random notes")
-        return InferenceEngine.random_init(device=args.device)
-    return InferenceEngine.from_pretrained(args.model or "default", device=args.device)
+        return InferenceEngine.random_init(device=args.device, precision=args.precision)
+    return InferenceEngine.from_pretrained(
+        args.model or "default", device=args.device, precision=args.precision
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:

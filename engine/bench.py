@@ -6,6 +6,7 @@ figures are for people to read and compare (tokens.md §16 holds the reference's
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import tempfile
@@ -251,6 +252,33 @@ def run_generate_bench(quick: bool = False, threads: int = 2) -> dict[str, float
         f"target <= {TARGETS['infill_bar_e2e_s']} s)"
     )
     print(f"same-run bare-model floor       {floor:8.3f} s    (e2e is {e2e / floor:.2f}x prefill + tokens x step)")
+    figures.update(_other_precisions(score, request, repeats, e2e))
+    return figures
+
+
+def _one_bar(engine, score: Score, request) -> None:
+    engine.session(score, request(0)).run()
+
+
+def _other_precisions(score: Score, request, repeats: int, fp32_e2e: float) -> dict[str, float]:
+    """The same end-to-end infill bar with int8 and mixed arithmetic, against the fp32 figure."""
+    from sideman.engine.inference import InferenceEngine
+    from sideman.engine.model import ModelConfig, int8_is_available
+
+    if not int8_is_available():
+        print("int8 / mixed precision: not available in this torch build")
+        return {}
+    figures = {}
+    for precision in ("int8", "mixed"):
+        engine = InferenceEngine.random_init(
+            ModelConfig.preset("yellow_small"), seed=0, device="cpu", precision=precision
+        )
+        e2e = _median_time(functools.partial(_one_bar, engine, score, request), repeats, warmup=2)
+        figures[f"infill_bar_e2e_s_{precision}"] = e2e
+        print(
+            f"end-to-end infill bar, {precision:5s}   {e2e:8.3f} s    (x{fp32_e2e / e2e:.2f} vs fp32 in this run; "
+            f"--precision {precision})"
+        )
     return figures
 
 

@@ -118,11 +118,12 @@ class InferenceEngine:
         *,
         device: str | torch.device = "cpu",
         name: str = "",
-        inference_dtype: torch.dtype = torch.float32,
+        precision: str | torch.dtype = "fp32",
     ):
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
-        self.runner = self.model.for_inference(inference_dtype)
+        self.runner = self.model.for_inference(precision)
+        self.precision = self.runner.precision
         self.encoder_config = encoder_config
         self.tokenizer = Tokenizer(encoder_config)
         self.name = name
@@ -133,24 +134,35 @@ class InferenceEngine:
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> InferenceEngine:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", precision: str = "fp32"
+    ) -> InferenceEngine:
         model, encoder_config = load_model(path)
-        return cls(model, encoder_config, device=device, name=str(path))
+        return cls(model, encoder_config, device=device, name=str(path), precision=precision)
 
     @classmethod
-    def from_pretrained(cls, name: str, device: str = "auto") -> InferenceEngine:
+    def from_pretrained(
+        cls, name: str, device: str = "auto", precision: str = "fp32"
+    ) -> InferenceEngine:
         """A shipped model by name ("default"), a local bundle path, or a MIDI-GPT name in the local cache."""
-        return cls.from_checkpoint(find_pretrained(name), device=device)
+        return cls.from_checkpoint(find_pretrained(name), device=device, precision=precision)
 
     @classmethod
     def random_init(
-        cls, model_config: ModelConfig | None = None, *, seed: int = 0, device: str = "auto"
+        cls,
+        model_config: ModelConfig | None = None,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        precision: str = "fp32",
     ) -> InferenceEngine:
         """A randomly initialised model (yellow_small shape by default), for demos and benchmarks."""
         config = model_config or ModelConfig.preset("yellow_small")
         model = GPT2(config)
         model.init_weights(torch.Generator().manual_seed(seed))
-        return cls(model, EncoderConfig.yellow(), device=device, name=f"random-init({seed})")
+        return cls(
+            model, EncoderConfig.yellow(), device=device, name=f"random-init({seed})", precision=precision
+        )
 
     def session(
         self, score: Score, request: GenerationRequest, cancel: threading.Event | None = None

@@ -13,7 +13,7 @@ import torch
 from sideman.daemon.cli import main
 from sideman.engine.checkpoint import save_bundle
 from sideman.engine.demo import demo_score
-from sideman.engine.model import GPT2, ModelConfig
+from sideman.engine.model import GPT2, ModelConfig, int8_is_available
 from sideman.engine.score import Score
 from sideman.engine.tokenizer import Tokenizer
 from sideman.engine.vocab import EncoderConfig
@@ -146,3 +146,20 @@ def test_tokens_into_a_closed_pipe_exits_quietly(tmp_path):
                           text=True, timeout=120)
     assert done.stdout == '{"file": "'
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_cli_precision_choices_match_the_model():
+    from sideman.daemon import cli
+    from sideman.engine.model import PRECISIONS
+
+    assert cli.PRECISIONS == PRECISIONS
+
+
+@pytest.mark.skipif(not int8_is_available(), reason="this torch build has no int8 linear ops")
+def test_generate_with_int8_precision(demo_midi, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out.mid"
+    code = main(["generate", str(demo_midi), str(out), "--track", "3", "--bars", "4", "--model", str(tiny_bundle),
+                 "--model-dim", "4", "--device", "cpu", "--precision", "int8"])
+    assert code == 0, capsys.readouterr().err
+    after = Score.from_midi(out)
+    assert np.any((after.notes.track == 3) & (after.notes.bar == 4))
