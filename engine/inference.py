@@ -52,6 +52,9 @@ class GenerationFailed(EngineError):
     """Every attempt of a step failed its acceptance checks."""
 
 
+SILENCE_REASON = "silence"  # prefix of the silence check's rejection reason
+
+
 class PromptOverflow(EngineError):
     """A step's prompt leaves no room for generation within the model's positions."""
 
@@ -88,6 +91,7 @@ class StepReport:
     model_s: float = 0.0
     sample_s: float = 0.0
     total_s: float = 0.0
+    rested: bool = False  # every candidate was silent and one was kept (rest_on_silence)
 
 
 @dataclass
@@ -165,9 +169,18 @@ class InferenceEngine:
         )
 
     def session(
-        self, score: Score, request: GenerationRequest, cancel: threading.Event | None = None
+        self,
+        score: Score,
+        request: GenerationRequest,
+        cancel: threading.Event | None = None,
+        *,
+        rest_on_silence: bool = False,
     ) -> GenerationSession:
-        return GenerationSession(self, score, request, cancel or threading.Event())
+        """``rest_on_silence``: when every attempt of a step fails only the silence check, keep the
+        most likely silent candidate (a rest) instead of raising GenerationFailed."""
+        return GenerationSession(
+            self, score, request, cancel or threading.Event(), rest_on_silence=rest_on_silence
+        )
 
 
 def find_pretrained(name: str) -> Path:
@@ -232,8 +245,17 @@ class _Prompt:
 class GenerationSession:
     """One request on one score. Not thread-safe; ``cancel`` may be set from another thread."""
 
-    def __init__(self, engine: InferenceEngine, score: Score, request: GenerationRequest, cancel: threading.Event):
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        score: Score,
+        request: GenerationRequest,
+        cancel: threading.Event,
+        *,
+        rest_on_silence: bool = False,
+    ):
         request.validate(score, engine.encoder_config)
+        self.rest_on_silence = rest_on_silence
         self.engine = engine
         self.request = request
         self.config = request.config
@@ -298,6 +320,7 @@ class GenerationSession:
         base_state = grammar.new_states(1)
         grammar.advance(base_state, prompt.full_ids)  # the grammar follows the whole stream, spans included
         failures: list[str] = []
+        best_rest: tuple[float, NoteArrays] | None = None
         for attempt in range(self.config.max_attempts):
             report.attempts = attempt + 1
             params = self.sampling
@@ -310,13 +333,21 @@ class GenerationSession:
             else:
                 generator.seed()
             tokens, scores = self._decode(prompt, grammar, base_state, params, generator, budget, report)
-            chosen, reasons = self._pick_candidate(step, prompt, tokens, scores)
+            chosen, reasons, rest = self._pick_candidate(step, prompt, tokens, scores)
             if chosen is not None:
                 self._splice(step, prompt, chosen)
                 report.total_s = time.perf_counter() - step_start
                 return report
+            if rest is not None and (best_rest is None or rest[0] > best_rest[0]):
+                best_rest = rest
             failures.extend(reasons)
             log.info("step %s-%s attempt %d rejected: %s", step.start_bar, step.end_bar, attempt + 1, "; ".join(reasons))
+        if self.rest_on_silence and best_rest is not None:
+            # A rest is music, not an error (osc-protocol D43): keep the most likely silent candidate.
+            self._splice(step, prompt, best_rest[1])
+            report.rested = True
+            report.total_s = time.perf_counter() - step_start
+            return report
         raise GenerationFailed(
             f"Max attempts ({self.config.max_attempts}) reached for bars {[b for _, b in step.targets]}: "
             + "; ".join(sorted(set(failures)))
@@ -506,20 +537,26 @@ class GenerationSession:
     # ---- checks and splicing -----------------------------------------------------------
     def _pick_candidate(
         self, step: Step, prompt: _Prompt, tokens: np.ndarray, scores: np.ndarray
-    ) -> tuple[NoteArrays | None, list[str]]:
-        """Decode each candidate; keep the most likely one that passes the enabled checks."""
+    ) -> tuple[NoteArrays | None, list[str], tuple[float, NoteArrays] | None]:
+        """Decode each candidate; keep the most likely one that passes the enabled checks.
+
+        Also returns the most likely candidate rejected only for silence (score, notes), or None.
+        """
         reasons: list[str] = []
         best: tuple[float, NoteArrays] | None = None
+        best_silent: tuple[float, NoteArrays] | None = None
         for row in range(tokens.shape[0]):
             generated = tokens[row][tokens[row] >= 0]
             notes = self._target_notes(step, prompt, generated)
             reason = self._check(step, notes)
             if reason:
                 reasons.append(f"candidate {row}: {reason}")
+                if reason.startswith(SILENCE_REASON) and (best_silent is None or scores[row] > best_silent[0]):
+                    best_silent = (float(scores[row]), notes)
                 continue
             if best is None or scores[row] > best[0]:
                 best = (float(scores[row]), notes)
-        return (best[1] if best else None), reasons
+        return (best[1] if best else None), reasons, best_silent
 
     def _target_notes(self, step: Step, prompt: _Prompt, generated: np.ndarray) -> NoteArrays:
         """Notes of this step's target bars, in global (track, bar) coordinates at model resolution."""
@@ -548,7 +585,7 @@ class GenerationSession:
         if self.config.silence_check:
             for track, bar in step.targets:
                 if not np.any((notes.track == track) & (notes.bar == bar)):
-                    return f"silence: no notes in track {track} bar {bar}"
+                    return f"{SILENCE_REASON}: no notes in track {track} bar {bar}"
         if self.config.novelty_check:
             current = self.score.notes
             identical = all(

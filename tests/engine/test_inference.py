@@ -301,3 +301,16 @@ def test_novelty_and_silence_checks_judge_the_target_bars(engine):
     assert session._check(step, NoteArrays.empty()).startswith("silence")
     relaxed = engine.session(score, request(bars=(4,), novelty_check=False, silence_check=False))
     assert relaxed._check(step, same) is None
+
+
+def test_rest_on_silence_keeps_a_silent_candidate_instead_of_failing(engine, monkeypatch):
+    from sideman.engine.inference import GenerationSession
+
+    monkeypatch.setattr(GenerationSession, "_target_notes", lambda self, step, prompt, generated: NoteArrays.empty())
+    score = demo_score()
+    with pytest.raises(GenerationFailed, match="silence"):
+        engine.session(score, request(bars=(4,), max_attempts=2)).run()
+    result = engine.session(score, request(bars=(4,), max_attempts=2), rest_on_silence=True).run()
+    assert len(notes_of(result.score, 3, 4)) == 0
+    assert result.steps[0].rested and result.steps[0].attempts == 2
+    assert_untouched_outside(score, result.score, [(3, 4)])
