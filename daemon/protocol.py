@@ -444,6 +444,7 @@ OUTBOUND: dict[str, str] = {
     "/midigpt/pong": "*",
     "/midigpt/state": "s",
     "/midigpt/session/saved": "si",
+    "/midigpt/subscribed": "si",
 }
 
 

@@ -1,0 +1,199 @@
+"""``sideman serve``: load the model, warm it, wire session, worker, scheduler and endpoint, run.
+
+The process's pieces, in the order data flows: ``OscServer`` (asyncio, UDP) → ``Session`` (state,
+tracks, params, rolling score) → ``Scheduler`` (trigger, jobs, delivery) → ``GenerationWorker``
+(one thread, one inference at a time). An ``EventBus`` sees everything; the web monitor, when
+present, subscribes to it. Ctrl-C and SIGTERM cancel the job in flight and tell subscribers the
+session stopped before the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sideman.daemon.events import EventBus
+from sideman.daemon.protocol import ErrorCode, ProtocolError
+from sideman.daemon.scheduler import Scheduler
+from sideman.daemon.server import OscServer, RateLimiter, is_loopback, parse_networks
+from sideman.daemon.session import Session, SessionConfig
+from sideman.daemon.subscribers import SubscriberError, Subscribers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``sideman serve`` takes; CLI values are the defaults init and reset restore (D39)."""
+
+    host: str = "127.0.0.1"
+    port: int = 7400
+    reply_port: int | None = None
+    allow: tuple[str, ...] = ()
+    subscribe: tuple[tuple[str, int], ...] = ()
+    param_defaults: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+    save_dir: Path = Path(".")
+    retain_bars: int = 64
+    max_agents: int = 1
+
+
+class Daemon:
+    """The running daemon: built from an ``InferenceEngine`` and options; ``await run()``."""
+
+    def __init__(self, engine: Any, options: ServeOptions, bus: EventBus | None = None) -> None:
+        self.engine = engine
+        self.options = options
+        self.bus = bus or EventBus()
+        self.allow = parse_networks(options.allow)
+        if not is_loopback(options.host) and not self.allow:
+            raise ValueError(
+                f"--host {options.host} exposes sideman beyond this machine; name who may drive it with "
+                "--allow (addresses or CIDR ranges, e.g. --allow 192.168.1.0/24)"
+            )
+        self.subscribers = Subscribers(self._host_allowed, list(options.subscribe))
+        self.server: OscServer | None = None
+        self.session: Session | None = None
+        self.scheduler: Scheduler | None = None
+        self.worker: Any = None
+        self.address: tuple[str, int] | None = None
+        self.ready = asyncio.Event()
+        self.started_at = time.monotonic()
+        self._stop = asyncio.Event()
+
+    def _host_allowed(self, host: str) -> bool:
+        return self.server._allowed(host) if self.server else is_loopback(host)
+
+    # ---- run -------------------------------------------------------------------------------
+    async def start(self) -> tuple[str, int]:
+        from sideman.daemon.worker import GenerationWorker
+
+        loop = asyncio.get_running_loop()
+        config = SessionConfig(
+            param_defaults=dict(self.options.param_defaults),
+            retain_bars=self.options.retain_bars,
+            max_agents=self.options.max_agents,
+            save_dir=self.options.save_dir,
+        )
+        self.server = OscServer(
+            self._handlers(), self.subscribers, lambda: self.session.state,
+            allow=self.allow, rate_limiter=RateLimiter(), on_error=self._published_error,
+        )  # fmt: skip
+        self.session = Session(self.engine.encoder_config, self.bus, self.server.broadcast, config)
+        self.worker = GenerationWorker(self.engine, threads=self.options.threads)
+        self.scheduler = Scheduler(self.session, self.worker, self.bus, loop)
+        self.address = await self.server.start(self.options.host, self.options.port)
+        self.ready.set()
+        log.info("sideman ready on %s:%d (model %s)", *self.address, getattr(self.engine, "name", "?"))
+        return self.address
+
+    async def run(self, install_signals: bool = True) -> None:
+        """Start, serve until ``stop()`` or SIGINT/SIGTERM, then shut down cleanly."""
+        if self.server is None:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Cancel work in flight, tell subscribers the session stopped, close the socket."""
+        if self.session is not None and self.session.state != "UNINITIALIZED":
+            self.session.session_stop()
+        if self.worker is not None:
+            self.worker.close()
+        if self.server is not None:
+            await self.server.flush()
+            self.server.close()
+        if self.session is not None:
+            self.session.close()
+
+    # ---- handlers the server routes to ------------------------------------------------------
+    def _handlers(self) -> dict[str, Any]:
+        def session_call(name: str):
+            def call(sender, *args):
+                getattr(self.session, name)(*args)
+                return None
+
+            return call
+
+        names = (
+            "session_start", "session_stop", "track_create", "track_remove", "track_set_ignore",
+            "note", "bar_end", "param_set", "param_set_once", "param_reset", "param_reset_all",
+            "track_param_set", "attr_set", "attr_reset_all",
+        )  # fmt: skip
+        handlers = {name: session_call(name) for name in names}
+        handlers.update(
+            session_init=self._session_init,
+            subscribe=self._subscribe,
+            unsubscribe=self._unsubscribe,
+            ping=self._ping,
+            state_query=self._state_query,
+            tempo=self._tempo,
+            session_save=self._session_save,
+        )
+        return handlers
+
+    def _session_init(self, sender, name=None, reply_port=None):
+        port = reply_port or self.options.reply_port or sender[1]
+        self.subscribers.set_init_target((sender[0], port))
+        self.bus.publish("subscribers", targets=self.subscribers.describe())
+        self.session.session_init(name, reply_port)
+
+    def _subscribe(self, sender, host, port):
+        try:
+            target = self.subscribers.subscribe(host, port)
+        except SubscriberError as exc:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/subscribe: {exc}") from None
+        self.bus.publish("subscribers", targets=self.subscribers.describe())
+        return [("/midigpt/subscribed", (target[0], target[1]))]
+
+    def _unsubscribe(self, sender, host, port):
+        try:
+            self.subscribers.unsubscribe(host, port)
+        except SubscriberError as exc:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/unsubscribe: {exc}") from None
+        self.bus.publish("subscribers", targets=self.subscribers.describe())
+
+    def _ping(self, sender, token=None):
+        return [("/midigpt/pong", ("" if token is None else token,))]
+
+    def _tempo(self, sender, bpm):
+        self.scheduler.set_tempo(bpm)
+
+    def _state_query(self, sender):
+        import json
+
+        return [("/midigpt/state", (json.dumps(self.describe(), default=str),))]
+
+    def _session_save(self, sender, path):
+        target = self.session.save_path(path)
+        try:
+            count = self.session.score.save_midi(target)
+        except OSError as exc:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/session/save: cannot write {target}: {exc.strerror or exc}") from None
+        return [("/midigpt/session/saved", (str(target), count))]
+
+    def _published_error(self, code: int, message: str, sender: tuple[str, int]) -> None:
+        self.bus.publish("error", code=code, message=message, source=f"{sender[0]}:{sender[1]}")
+
+    def describe(self) -> dict[str, Any]:
+        state = self.session.describe()
+        state.update(self.scheduler.describe())
+        state["subscribers"] = self.subscribers.describe()
+        state["wire"] = self.server.counters.as_dict()
+        state["model"] = getattr(self.engine, "name", "")
+        state["uptime_s"] = round(time.monotonic() - self.started_at, 1)
+        return state
