@@ -1,4 +1,4 @@
-"""The ``sideman`` command line: ``tokens``, ``generate`` and ``bench``.
+"""The ``sideman`` command line: ``tokens``, ``generate``, ``serve`` and ``bench``.
 
 Each subcommand parses its arguments here and calls the library; errors a user can fix are
 printed as one ``sideman: error: …`` line with exit status 2, never as a bare traceback.
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--skip-unknown-meters", action="store_true")
     _add_model_arguments(generate)
 
+    from sideman.daemon.serve import add_serve_parser
+
+    add_serve_parser(sub, _add_model_arguments)
+
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument("suite", choices=["tokenizer", "generate"])
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
@@ -116,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "serve":
+            from sideman.daemon.serve import run_serve
+
+            return run_serve(args, _load_engine_or_fail, CliError)
     except CliError as exc:
         print(f"sideman: error: {exc}", file=sys.stderr)
         return 2
@@ -230,6 +238,13 @@ def _load_engine(args: argparse.Namespace):
     return InferenceEngine.from_pretrained(
         args.model or "default", device=args.device, precision=args.precision
     )
+
+
+def _load_engine_or_fail(args: argparse.Namespace):
+    try:
+        return _load_engine(args)
+    except _user_errors() as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _bench(args: argparse.Namespace) -> int:
