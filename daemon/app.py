@@ -40,7 +40,6 @@ class ServeOptions:
     threads: int = 1
     save_dir: Path = Path(".")
     retain_bars: int = 64
-    max_agents: int = 1
 
 
 class Daemon:
@@ -77,7 +76,6 @@ class Daemon:
         config = SessionConfig(
             param_defaults=dict(self.options.param_defaults),
             retain_bars=self.options.retain_bars,
-            max_agents=self.options.max_agents,
             save_dir=self.options.save_dir,
         )
         self.server = OscServer(
@@ -179,12 +177,26 @@ class Daemon:
         return [("/midigpt/state", (json.dumps(self.describe(), default=str),))]
 
     def _session_save(self, sender, path):
+        """Write the session off the loop (reading the journal is O(session)); reply when done."""
         target = self.session.save_path(path)
-        try:
-            count = self.session.score.save_midi(target)
-        except OSError as exc:
-            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/session/save: cannot write {target}: {exc.strerror or exc}") from None
-        return [("/midigpt/session/saved", (str(target), count))]
+        score = self.session.score
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, score.save_midi, target)
+
+        def done(future: asyncio.Future) -> None:
+            try:
+                count = future.result()
+            except OSError as exc:
+                message = f"/midigpt/session/save: cannot write {target}: {exc.strerror or exc}"
+                self.server.reply_error(sender, ErrorCode.INVALID_PARAM, message)
+                return
+            except Exception as exc:  # reported, never a silent drop
+                log.exception("saving the session to %s failed", target)
+                self.server.reply_error(sender, ErrorCode.INVALID_PARAM, f"/midigpt/session/save: failed: {exc}")
+                return
+            self.server.reply(sender, "/midigpt/session/saved", (str(target), count))
+
+        future.add_done_callback(done)
 
     def _published_error(self, code: int, message: str, sender: tuple[str, int]) -> None:
         self.bus.publish("error", code=code, message=message, source=f"{sender[0]}:{sender[1]}")

@@ -101,6 +101,7 @@ _GLOBAL_DOCS = {
     "polyphony_hard_limit": "cap on simultaneous onsets (0 = off)",
     "density_hard_limit": "cap on onsets per bar (0 = off)",
     "num_candidates": "candidates sampled in one batch per job",
+    "max_agents": "agent tracks allowed; above 1 all agents are generated in one request",
 }
 _WARMUP_POLICIES = ("a_empty", "a_masked", "b", "b_collapse")
 
@@ -129,6 +130,7 @@ GLOBAL_PARAMS: dict[str, ParamSpec] = _spec_table(
     ParamSpec("polyphony_hard_limit", "int", 0, 0, 128),
     ParamSpec("density_hard_limit", "int", 0, 0, 1000),
     ParamSpec("num_candidates", "int", 3, 1, 8),
+    ParamSpec("max_agents", "int", 1, 1, 4, structural=True),
     docs=_GLOBAL_DOCS,
 )
 

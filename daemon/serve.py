@@ -47,6 +47,9 @@ def add_serve_parser(sub: Any, add_model_arguments: Any) -> None:
         description="Listen for /midigpt/* OSC messages and generate the agent track bar by bar.",
     )
     add_model_arguments(serve)
+    # Real time favours speed: "auto" is int8 where fbgemm runs (about 2x faster than fp32 on the
+    # build machine, README "Performance"), fp32 elsewhere. --precision fp32 for the exact path.
+    serve.set_defaults(precision="auto")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; beyond loopback needs --allow)")
     serve.add_argument("--port", type=int, default=7400, help="UDP port to listen on (default 7400)")
     serve.add_argument("--reply-port", type=int, default=None, help="send replies to the /session/init sender's host at this port (Max [udpreceive] port)")
@@ -57,7 +60,6 @@ def add_serve_parser(sub: Any, add_model_arguments: Any) -> None:
         serve.add_argument(f"--{flag.replace('_', '-')}", dest=f"shortcut_{flag}", default=None, metavar="N", help=f"same as --param {name}=N")
     serve.add_argument("--threads", type=int, default=1, help="torch threads for generation (default 1 keeps the OSC loop responsive)")
     serve.add_argument("--save-dir", type=Path, default=Path("."), help="directory /midigpt/session/save writes into (default: current)")
-    serve.add_argument("--max-agents", type=int, default=1, help="agent tracks allowed per session (default 1; above 1 all agents are generated together)")
     serve.add_argument("--retain-bars", type=int, default=64, help="bars kept in memory; older ones go to the session journal")
     serve.add_argument("--monitor-port", type=int, default=8000, help="web monitor port (the monitor is not part of this release yet)")
     serve.add_argument("--no-monitor", action="store_true", help="do not start the web monitor")
@@ -118,7 +120,6 @@ def run_serve(args: argparse.Namespace, load_engine: Any, cli_error: type[Except
         threads=max(1, args.threads),
         save_dir=args.save_dir,
         retain_bars=args.retain_bars,
-        max_agents=max(1, args.max_agents),
     )
     try:
         daemon = Daemon(engine, options)

@@ -48,7 +48,6 @@ class SessionConfig:
     retain_bars: int = 64
     grace_bars: int = 1
     max_future_bars: int = 64
-    max_agents: int = 1
     save_dir: Path = Path(".")
     journal_dir: Path | None = None
 
@@ -164,12 +163,12 @@ class Session:
             raise ProtocolError(ErrorCode.DUPLICATE_TRACK, f"Duplicate track ID: {track_id}")
         is_drum = track_type == DRUM_TRACK_TYPE
         if is_agent:
-            max_agents = self.config.max_agents
+            max_agents = self.params.values()["max_agents"]
             if len(self.agents()) >= max_agents:
                 raise ProtocolError(
                     ErrorCode.MULTI_AGENT,
                     "Only one agent track allowed per session" if max_agents == 1
-                    else f"At most {max_agents} agent tracks allowed (sideman serve --max-agents)",
+                    else f"At most {max_agents} agent tracks allowed (param max_agents)",
                 )
             self._check_overrides_fit(is_drum)
         self.tracks[track_id] = TrackState(track_id, instrument, is_drum, bool(is_agent), track_param_defaults(bool(is_agent)))

@@ -81,6 +81,7 @@ def test_structural_parameters_are_flagged():
         "num_anticipated_bars",
         "adapt_buffer",
         "warmup_policy",
+        "max_agents",
     }
 
 
