@@ -382,3 +382,40 @@ def test_save_outside_the_save_directory_is_refused(client):
     start(client)
     code, message = client.error_after("/midigpt/session/save", "../../etc/evil.mid")
     assert code == 4 and "outside" in message
+
+
+def test_a_job_past_its_deadline_is_error_5_and_the_worker_goes_on(client):
+    """gen_timeout overrides the deadline: 1 ms cancels the job between tokens (error 5, job
+    report), and once it is reset the next bars are generated again (D4, D36)."""
+    start(client, params=[("buffer_bars", 2), ("gen_timeout", 0.001)])
+    play_bar(client, 0)
+    play_bar(client, 1)
+    report = json.loads(client.wait_for("/midigpt/job", lambda a: json.loads(a[0])["status"] != "queued", timeout=30)[0])
+    assert report["status"] in ("cancelled", "dropped")
+    if report["status"] == "cancelled":
+        assert any(code == 5 for code, _ in client.errors())
+    client.send("/midigpt/param/reset", "gen_timeout")
+    client.send("/midigpt/tempo", 30.0)  # 8 s bars: a deadline no job misses
+    time.sleep(0.2)
+    client.clear()
+    play_bar(client, 2)
+    done = client.wait_for("/midigpt/job", lambda a: json.loads(a[0])["status"] == "done", timeout=30)
+    assert json.loads(done[0])["target_bar"] == 4  # playhead 3 + lookahead 1
+
+
+def test_two_agents_are_generated_together_when_allowed(client):
+    init(client)
+    client.send("/midigpt/param/set", "max_agents", 2)
+    client.send("/midigpt/param/set", "buffer_bars", 2)
+    client.send("/midigpt/track/create", PIANO, 0, 10, 0)
+    client.send("/midigpt/track/create", BASS, 32, 10, 1)
+    client.send("/midigpt/track/create", 9, 0, 11, 1)  # a drum agent
+    client.send("/midigpt/tempo", 30.0)
+    client.send("/midigpt/session/start")
+    client.wait_for("/midigpt/session/started")
+    play_bar(client, 0)  # the job for bar 2 runs while bar 1 "plays" (8 s at 30 BPM)
+    report = json.loads(client.wait_for("/midigpt/job", lambda a: json.loads(a[0])["status"] != "queued", timeout=30)[0])
+    assert report["status"] == "done" and report["sent_bars"] == [2], report
+    opened = {args[0] for args in client.messages("/midigpt/generated/open")}
+    assert opened == {BASS, 9}
+    assert client.errors() == []
