@@ -91,7 +91,19 @@ def warm_up(engine: Any) -> float:
         engine.session(score, request).run()
     except Exception as exc:  # a warm-up that fails still leaves a working daemon; say why
         log.warning("warm-up generation failed (%s); the first bar may be slow", exc)
+    warm_loop_kernels()
     return time.perf_counter() - started
+
+
+def warm_loop_kernels() -> None:
+    """Compile (or load from the numba cache) the kernels the event loop calls, with the argument
+    types it calls them with: done lazily on the first sent bar, it stalled OSC for ~3 s."""
+    import numpy as np
+
+    from sideman.dsp.features import bar_features
+
+    one = np.ones(1, dtype=np.int32)  # the scheduler's columns: int32 ticks, pitch, velocity
+    bar_features(one - 1, one, 60 * one, 80 * one, 4, 48)
 
 
 def run_serve(args: argparse.Namespace, load_engine: Any, cli_error: type[Exception]) -> int:
