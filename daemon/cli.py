@@ -98,14 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--skip-unknown-meters", action="store_true")
     _add_model_arguments(generate)
 
-    from sideman.daemon.serve import add_serve_parser
+    from sideman.daemon.serve import _param, add_serve_parser
 
     add_serve_parser(sub, _add_model_arguments)
 
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("suite", choices=["tokenizer", "generate"])
+    bench.add_argument("suite", choices=["tokenizer", "generate", "daemon"])
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
-    bench.add_argument("--threads", type=int, default=2, help="torch threads for the generate suite")
+    bench.add_argument(
+        "--threads", type=int, default=None, help="torch threads (generate suite: default 2; daemon suite: serve's 1)"
+    )
+    bench.add_argument("--model", default=None, help="daemon suite: checkpoint bundle to serve (default: --random-init)")
+    bench.add_argument(
+        "--param",
+        action="append",
+        default=None,
+        type=_param,
+        metavar="NAME=VALUE",
+        help="daemon suite: sideman serve --param (repeatable; default density_hard_limit=16)",
+    )
     return parser
 
 
@@ -248,12 +259,20 @@ def _load_engine_or_fail(args: argparse.Namespace):
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.suite == "daemon":
+        from sideman.daemon.bench import run_daemon_bench
+
+        try:
+            run_daemon_bench(quick=args.quick, model=args.model, params=args.param, threads=args.threads or 1)
+        except (RuntimeError, TimeoutError) as exc:  # the child daemon did not come up
+            raise CliError(str(exc)) from exc
+        return 0
     from sideman.engine import bench
 
     if args.suite == "tokenizer":
         bench.run_tokenizer_bench(quick=args.quick)
     else:
-        bench.run_generate_bench(quick=args.quick, threads=args.threads)
+        bench.run_generate_bench(quick=args.quick, threads=args.threads or 2)
     return 0
 
 
