@@ -10,6 +10,7 @@ session stopped before the socket closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sideman.daemon.controls import CONTROL_HANDLERS, ControlHandlers
 from sideman.daemon.events import EventBus
+from sideman.daemon.heartbeat import Heartbeat, heartbeat_payload
 from sideman.daemon.protocol import ErrorCode, ProtocolError
 from sideman.daemon.scheduler import Scheduler
 from sideman.daemon.server import OscServer, RateLimiter, is_loopback, parse_networks
@@ -60,6 +63,9 @@ class Daemon:
         self.session: Session | None = None
         self.scheduler: Scheduler | None = None
         self.worker: Any = None
+        self.controls: ControlHandlers | None = None
+        self._heartbeat: asyncio.Task | None = None
+        self._beats = 0
         self.address: tuple[str, int] | None = None
         self.ready = asyncio.Event()
         self.started_at = time.monotonic()
@@ -85,6 +91,8 @@ class Daemon:
         self.session = Session(self.engine.encoder_config, self.bus, self.server.broadcast, config)
         self.worker = GenerationWorker(self.engine, threads=self.options.threads)
         self.scheduler = Scheduler(self.session, self.worker, self.bus, loop)
+        self.controls = ControlHandlers(self.session, self.scheduler)
+        self._heartbeat = loop.create_task(Heartbeat(self._heartbeat_interval, self._beat).run())
         self.address = await self.server.start(self.options.host, self.options.port)
         self.ready.set()
         log.info("sideman ready on %s:%d (model %s)", *self.address, getattr(self.engine, "name", "?"))
@@ -108,6 +116,11 @@ class Daemon:
 
     async def shutdown(self) -> None:
         """Cancel work in flight, tell subscribers the session stopped, close the socket."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
         if self.session is not None and self.session.state != "UNINITIALIZED":
             self.session.session_stop()
         if self.worker is not None:
@@ -133,6 +146,14 @@ class Daemon:
             "track_param_set", "attr_set", "attr_reset_all",
         )  # fmt: skip
         handlers = {name: session_call(name) for name in names}
+
+        def controls_call(name: str):
+            def call(sender, *args):
+                getattr(self.controls, name)(*args)
+
+            return call
+
+        handlers.update({name: controls_call(name) for name in CONTROL_HANDLERS})
         handlers.update(
             session_init=self._session_init,
             subscribe=self._subscribe,
@@ -197,6 +218,17 @@ class Daemon:
             self.server.reply(sender, "/midigpt/session/saved", (str(target), count))
 
         future.add_done_callback(done)
+
+    def _heartbeat_interval(self) -> float:
+        return self.session.params.values()["heartbeat_s"] if self.session is not None else 0.0
+
+    def _beat(self) -> None:
+        """One ``/midigpt/heartbeat <json>`` to every subscriber (D56)."""
+        import json
+
+        self._beats += 1
+        payload = heartbeat_payload(self.session, self.scheduler, self._beats)
+        self.server.broadcast("/midigpt/heartbeat", (json.dumps(payload),))
 
     def _published_error(self, code: int, message: str, sender: tuple[str, int]) -> None:
         self.bus.publish("error", code=code, message=message, source=f"{sender[0]}:{sender[1]}")

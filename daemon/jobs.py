@@ -319,11 +319,13 @@ def build_job(
     deadline: float | None = None,
     now: float | None = None,
     in_flight: Collection[int] = (),
+    regenerate: bool = False,
 ) -> Job | None:
     """Snapshot the window of the rolling ``score`` and build the job for ``target_bar``.
 
     Returns None when every bar of [target, target + j) is already generated or in flight
-    (``in_flight``: bars of the running job, see ``GenerationWorker.in_flight_bars``). A request
+    (``in_flight``: bars of the running job, see ``GenerationWorker.in_flight_bars``), unless
+    ``regenerate`` asks for those bars again (``/midigpt/agent/regenerate``, D58). A request
     that cannot be built or does not validate against ``encoder_config`` gives a job with
     ``error`` set, so it is still reported (as failed) rather than vanishing.
     """
@@ -331,9 +333,8 @@ def build_job(
     agents = tuple(t.track_id for t in tracks.values() if t.is_agent)
     generated = [score.generated_bars(agent) for agent in agents]
     already = set.intersection(*generated) if generated else set()
-    bars = job_bars(
-        target_bar, int(_param(params, "num_anticipated_bars")), already | set(in_flight)
-    )
+    skipped = set() if regenerate else already | set(in_flight)
+    bars = job_bars(target_bar, int(_param(params, "num_anticipated_bars")), skipped)
     if not bars:
         return None
     origin = score.origin if score.origin is not None else score.playhead

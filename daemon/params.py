@@ -102,8 +102,10 @@ _GLOBAL_DOCS = {
     "density_hard_limit": "cap on onsets per bar (0 = off)",
     "num_candidates": "candidates sampled in one batch per job",
     "max_agents": "agent tracks allowed; above 1 all agents are generated in one request",
+    "heartbeat_s": "seconds between /midigpt/heartbeat messages to subscribers (0 = off)",
 }
 _WARMUP_POLICIES = ("a_empty", "a_masked", "b", "b_collapse")
+MIN_HEARTBEAT_S = 0.1  # heartbeat_s is 0 (off) or at least this: beats are not a stream
 
 # osc-protocol.md §12.2, tightened per §16. The store narrows model_dim to the checkpoint's
 # num_bars_map and picks the mask_mode default from capabilities ("token" only with MaskBar, D29).
@@ -131,6 +133,7 @@ GLOBAL_PARAMS: dict[str, ParamSpec] = _spec_table(
     ParamSpec("density_hard_limit", "int", 0, 0, 1000),
     ParamSpec("num_candidates", "int", 3, 1, 8),
     ParamSpec("max_agents", "int", 1, 1, 4, structural=True),
+    ParamSpec("heartbeat_s", "float", 0.0, 0.0, 60.0),
     docs=_GLOBAL_DOCS,
 )
 
@@ -346,6 +349,14 @@ class ParamStore:
                     f"{list(spec.choices or ())}, got {_shown(value)}"
                 )
             return size
+        if name == "heartbeat_s":
+            seconds = coerce(spec, value)
+            if 0 < seconds < MIN_HEARTBEAT_S:
+                raise _refuse(
+                    f"Parameter 'heartbeat_s' must be 0 (off) or in {MIN_HEARTBEAT_S}..60 seconds, "
+                    f"got {_shown(value)}"
+                )
+            return seconds
         if name == "mask_mode" and value == "token" and not self.supports_token_mask:
             raise _refuse(
                 "Parameter 'mask_mode': 'token' needs a MaskBar token, which this checkpoint's "

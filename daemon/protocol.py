@@ -420,6 +420,54 @@ _MESSAGES: tuple[MessageSpec, ...] = (
         "session_save",
         "/midigpt/session/save /tmp/set.mid: write the session so far (human and generated) to MIDI",
     ),
+    # Output control (§16 D58) and meter lookahead (D35): sideman extensions.
+    MessageSpec(
+        "/midigpt/agent/cancel",
+        (),
+        SETUP_STATES,
+        "agent_cancel",
+        "/midigpt/agent/cancel: cancel the job in flight and the queued one (reported cancelled)",
+    ),
+    MessageSpec(
+        "/midigpt/agent/regenerate",
+        (_BAR_INDEX,),
+        RUNNING_ONLY,
+        "agent_regenerate",
+        "/midigpt/agent/regenerate 14: generate future bar 14 (> playhead) again, replacing the "
+        "version sent; supersedes a queued job",
+    ),
+    MessageSpec(
+        "/midigpt/agent/freeze",
+        (Arg("on", "int", 0, 1),),
+        SETUP_STATES,
+        "agent_freeze",
+        "/midigpt/agent/freeze 1: trigger no new jobs (the agent's history is kept); 0 resumes",
+    ),
+    MessageSpec(
+        "/midigpt/agent/mute",
+        (Arg("on", "int", 0, 1),),
+        SETUP_STATES,
+        "agent_mute",
+        "/midigpt/agent/mute 1: jobs still run and the history updates, but no /midigpt/generated/* "
+        "is sent; 0 unmutes",
+    ),
+    MessageSpec(
+        "/midigpt/agent/played",
+        (_TRACK_ID, _BAR_INDEX, Arg("json", "str")),
+        RUNNING_ONLY,
+        "agent_played",
+        "/midigpt/agent/played 1 12 [[40,90,0.0,0.5]]: what the client played for agent bar 12, "
+        "a JSON list of [pitch, velocity, onset, duration] (bar fractions); replaces the bar in "
+        "the agent's history",
+    ),
+    MessageSpec(
+        "/midigpt/meter",
+        (_BAR_INDEX, Arg("ts_num", "int", 1, 64), Arg("ts_den", "int", 1, 64)),
+        SETUP_STATES,
+        "meter_announce",
+        "/midigpt/meter 16 3 4: bar 16, not ended yet, will be a 3/4 bar; generated bars are sized "
+        "for it",
+    ),
 )
 
 INBOUND: dict[str, MessageSpec] = {spec.address: spec for spec in _MESSAGES}
@@ -445,6 +493,7 @@ OUTBOUND: dict[str, str] = {
     "/midigpt/state": "s",
     "/midigpt/session/saved": "si",
     "/midigpt/subscribed": "si",
+    "/midigpt/heartbeat": "s",
 }
 
 

@@ -69,6 +69,12 @@ ACCEPTANCE = {
     "/midigpt/state/query": {UN, INIT, RUN, STOP},
     "/midigpt/tempo": {INIT, RUN},
     "/midigpt/session/save": {UN, INIT, RUN, STOP},
+    "/midigpt/agent/cancel": {INIT, RUN},
+    "/midigpt/agent/regenerate": {RUN},
+    "/midigpt/agent/freeze": {INIT, RUN},
+    "/midigpt/agent/mute": {INIT, RUN},
+    "/midigpt/agent/played": {RUN},
+    "/midigpt/meter": {INIT, RUN},
 }
 
 
