@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -136,8 +138,18 @@ def build_datagram(address: str, args: tuple) -> bytes:
         elif tag == "s":
             builder.add_arg(str(value), "s")
         else:  # "*": echo as is (ping tokens)
-            builder.add_arg(value)
+            builder.add_arg(value, "d" if _needs_double(value) else None)
     return builder.build().dgram
+
+
+def _needs_double(value: Any) -> bool:
+    """Whether an echoed float would not survive float32 ``f`` (a ``d`` token such as 1e300)."""
+    if not isinstance(value, float) or math.isnan(value):
+        return False
+    try:
+        return struct.unpack(">f", struct.pack(">f", value))[0] != value
+    except OverflowError:
+        return True
 
 
 class OscServer(asyncio.DatagramProtocol):
@@ -260,15 +272,13 @@ class OscServer(asyncio.DatagramProtocol):
             check_state(spec, self.state_of())
             values = validate(spec, args)
             replies = self.handlers[spec.handler](sender, *values)
+            for reply_address, reply_args in replies or ():
+                self.reply(sender, reply_address, reply_args)
         except ProtocolError as exc:
             self.reply_error(sender, exc.code, exc.message)
-            return
         except Exception as exc:  # a bug must never take the endpoint down; report it (D4)
             log.exception("handler for %s failed", address)
             self.reply_error(sender, ErrorCode.GENERATION, f"{address}: internal error: {type(exc).__name__}: {exc}")
-            return
-        for reply_address, reply_args in replies or ():
-            self.reply(sender, reply_address, reply_args)
 
     # ---- sending ---------------------------------------------------------------------------
     def reply_targets(self, sender: tuple[str, int]) -> list[tuple[str, int]]:
