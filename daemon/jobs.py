@@ -10,7 +10,8 @@ target bar). ``JobOutcome`` is what the worker reports for every job, whatever h
 Window rule (D46, D48): the window is ``model_dim`` bars ending at the job's last bar, but never
 starting before the session's first bar (``origin``): during warm-up it is ``[origin, origin + M)``
 and its bars after the job's bars are padded empty with their meters. Conditioning bars at or after
-the playhead are masked; agent bars after the job's bars are masked too. An autoregressive track
+the playhead are masked, except bars a declared loop makes known (D60: the snapshot fills them with
+the loop's content, so they are context); agent bars after the job's bars are masked too. An autoregressive track
 would still sample those masked bars (the decoder continues a suffix to the window's end), so a
 warm-up job whose bars do not end the window generates the agent by infilling exactly its bars;
 once the window is right-anchored on the job's bars the agent is autoregressive.
@@ -319,6 +320,7 @@ def build_job(
     deadline: float | None = None,
     now: float | None = None,
     in_flight: Collection[int] = (),
+    bar_attributes: Mapping[int, Mapping[str, int]] | None = None,
     regenerate: bool = False,
 ) -> Job | None:
     """Snapshot the window of the rolling ``score`` and build the job for ``target_bar``.
@@ -373,6 +375,7 @@ def build_job(
             params=params,
             attributes=attributes or {},
             seed=seed,
+            bar_attributes=bar_attributes or {},
         )
         window_score = snapshot.to_score()
         if encoder_config is not None:
@@ -394,8 +397,11 @@ def build_request(
     params: Mapping[str, Any],
     attributes: Mapping[str, int],
     seed: int,
+    bar_attributes: Mapping[int, Mapping[str, int]] = FrozenMap(),
 ) -> GenerationRequest:
-    """The engine request for ``bars`` on a window snapshot (raises RequestError)."""
+    """The engine request for ``bars`` on a window snapshot (raises RequestError).
+
+    ``bar_attributes`` ({absolute bar: {name: level}}, D61) go to the agents for the job's bars."""
     n_bars = snapshot.n_bars
     local_bars = tuple(b - window_start for b in bars)
     future = tuple(range(max(playhead - window_start, 0), n_bars))
@@ -420,7 +426,9 @@ def build_request(
             if track.params.get("ignore"):
                 prompts.append(TrackPrompt(id=index, ignore=True))  # dropped from the prompt (D38)
             else:
-                prompts.append(TrackPrompt(id=index, mask_bars=future))
+                looped = getattr(snapshot, "looped", frozenset())  # known through a loop (D60)
+                unknown = tuple(b for b in future if (track_id, window_start + b) not in looped)
+                prompts.append(TrackPrompt(id=index, mask_bars=unknown))
             continue
         masked = list(after_job)
         if policy == "a_masked":
@@ -432,6 +440,9 @@ def build_request(
                 autoregressive=not after_job,  # infill when masked bars follow (see module doc)
                 mask_bars=tuple(sorted(masked)),
                 attributes=FrozenMap(attributes),
+                bar_attributes=FrozenMap(
+                    {b - window_start: bar_attributes[b] for b in bars if b in bar_attributes}
+                ),
             )
         )
     num_candidates = int(_param(params, "num_candidates"))

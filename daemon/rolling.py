@@ -40,6 +40,7 @@ from sideman.daemon.rolling_types import (
     stack_rows,
     track_name,
 )
+from sideman.daemon.session_file import mark_session_end
 from sideman.engine.score import Score, TrackInfo
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class _Bar:
     meter: tuple[int, int] | None = None
     chunks: dict[int, np.ndarray] = field(default_factory=dict)
     generated: set[int] = field(default_factory=set)
+    # (onset, pitch) per track of notes still held when the bar closed (live note-on, D59)
+    continuing: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
 
 class RollingScore:
@@ -96,6 +99,7 @@ class RollingScore:
         self._bars: dict[int, _Bar] = {}
         self._pending: dict[int, dict[int, list[tuple[float, float, int, int]]]] = {}
         self._announced: dict[int, tuple[int, int]] = {}
+        self._loops: dict[int, tuple[int, int]] = {}  # track id -> [start, end) it repeats (D60)
         self._origin: int | None = None
         self._playhead = 0
         self._evicted_until = 0  # bars in [origin, _evicted_until) live only in the journal
@@ -130,6 +134,8 @@ class RollingScore:
             for bar in self._bars.values():
                 bar.chunks.pop(track_id, None)
                 bar.generated.discard(track_id)
+                bar.continuing.pop(track_id, None)
+            self._loops.pop(track_id, None)
             for by_track in self._pending.values():
                 by_track.pop(track_id, None)
             return meta
@@ -251,15 +257,30 @@ class RollingScore:
             raise InvalidNoteError(
                 f"note onset must be finite and >= 0 and duration finite and > 0 (bar fractions), got {onset_frac}, {duration_frac}"
             )
-        if bar_index < 0:
-            raise ScoreWindowError(f"bar index must be >= 0, got {bar_index}")
         with self._lock:
             self.track(track_id)
-            if self._origin is None or bar_index >= self._playhead:
-                self._check_not_too_far(bar_index, "add a note to")
+            if self.note_bar_status(bar_index) == "pending":
                 self._pending.setdefault(bar_index, {}).setdefault(track_id, []).append(
                     (float(onset_frac), float(duration_frac), int(pitch), int(velocity))
                 )
+                return "pending"
+            bar = self._bars[bar_index]
+            chunk = self._quantise(
+                np.array([[onset_frac, duration_frac, pitch, velocity]], dtype=np.float64),
+                bar.meter,
+            )
+            bar.chunks[track_id] = np.concatenate([bar.chunks.get(track_id, _EMPTY_CHUNK), chunk])
+            self._late_notes += 1
+            return "late"
+
+    def note_bar_status(self, bar_index: int) -> str:
+        """Whether a note for ``bar_index`` would wait for its bar ("pending") or join a closed bar
+        within the grace window ("late"); raise ScoreWindowError when the bar takes no notes."""
+        if bar_index < 0:
+            raise ScoreWindowError(f"bar index must be >= 0, got {bar_index}")
+        with self._lock:
+            if self._origin is None or bar_index >= self._playhead:
+                self._check_not_too_far(bar_index, "add a note to")
                 return "pending"
             if bar_index < self._origin:
                 raise ScoreWindowError(
@@ -270,14 +291,70 @@ class RollingScore:
                     f"bar {bar_index} ended more than {self.grace_bars} bar(s) ago (playhead {self._playhead}); "
                     "late notes are accepted only within the grace window"
                 )
-            bar = self._bars[bar_index]
-            chunk = self._quantise(
-                np.array([[onset_frac, duration_frac, pitch, velocity]], dtype=np.float64),
-                bar.meter,
-            )
-            bar.chunks[track_id] = np.concatenate([bar.chunks.get(track_id, _EMPTY_CHUNK), chunk])
-            self._late_notes += 1
             return "late"
+
+    # ---- held notes (live note-on/note-off, D59) ---------------------------------------------
+    def onset_ticks(self, bar_index: int, onset_frac: float) -> int:
+        """A bar fraction as an onset tick of that bar, rounded and clamped like ``add_note`` (D30)."""
+        ticks = self.bar_ticks(*self.meter(bar_index))
+        return int(min(max(math.floor(onset_frac * ticks + 0.5), 0), ticks - 1))
+
+    def ticks_between(
+        self, start_bar: int, start_frac: float, end_bar: int, end_frac: float
+    ) -> int:
+        """Ticks from a position in one bar to a position in a later bar, each bar at its own
+        meter (recorded, else announced, else the last one); at least 1."""
+        with self._lock:
+            end = sum(self.bar_ticks(*self.meter(b)) for b in range(start_bar, end_bar))
+            end += math.floor(end_frac * self.bar_ticks(*self.meter(end_bar)) + 0.5)
+            return max(1, end - self.onset_ticks(start_bar, start_frac))
+
+    def store_note(
+        self,
+        track_id: int,
+        bar_index: int,
+        onset: int,
+        duration: int,
+        pitch: int,
+        velocity: int,
+        *,
+        continuing: bool,
+    ) -> None:
+        """Add one note in ticks to a closed bar in memory; ``continuing`` flags a note still held
+        (its duration so far), to be finished with ``update_note``."""
+        with self._lock:
+            self.track(track_id)
+            bar = self._closed_bar_in_memory(bar_index)
+            row = np.array([[onset, max(1, duration), pitch, velocity]], dtype=np.int32)
+            bar.chunks[track_id] = np.concatenate([bar.chunks.get(track_id, _EMPTY_CHUNK), row])
+            if continuing:
+                bar.continuing.setdefault(track_id, []).append((int(onset), int(pitch)))
+
+    def update_note(
+        self,
+        track_id: int,
+        bar_index: int,
+        onset: int,
+        pitch: int,
+        duration: int,
+        *,
+        continuing: bool,
+    ) -> bool:
+        """Set the duration of a continuing note stored by ``store_note``; ``continuing=False``
+        clears its flag. False when the note is gone (its bar left memory or its track was removed):
+        history then keeps the duration it had."""
+        with self._lock:
+            bar = self._bars.get(bar_index)
+            key = (int(onset), int(pitch))
+            if bar is None or key not in bar.continuing.get(track_id, ()):
+                return False
+            chunk = bar.chunks[track_id].copy()  # snapshots may share the old array
+            match = np.flatnonzero((chunk[:, 0] == onset) & (chunk[:, 2] == pitch))
+            chunk[match[-1], 1] = max(1, duration)
+            bar.chunks[track_id] = chunk
+            if not continuing:
+                bar.continuing[track_id].remove(key)
+            return True
 
     def set_generated(
         self,
@@ -318,6 +395,76 @@ class RollingScore:
         with self._lock:
             return {b for b, bar in self._bars.items() if track_id in bar.generated}
 
+    # ---- loops (D60) ------------------------------------------------------------------------
+    def set_loop(self, track_id: int, start_bar: int, end_bar: int) -> None:
+        """Declare that a track repeats bars [start_bar, end_bar) from ``end_bar`` on: its bars at or
+        after the playhead are then known, copied from the loop (see ``window``)."""
+        with self._lock:
+            self.track(track_id)
+            if not 0 <= start_bar < end_bar:
+                raise ScoreWindowError(
+                    f"loop [{start_bar}, {end_bar}) must be a non-empty range of bars >= 0"
+                )
+            if self._origin is not None and start_bar < self._origin:
+                raise ScoreWindowError(
+                    f"loop start {start_bar} is before the session's first bar {self._origin}"
+                )
+            if end_bar - start_bar > self.retain_bars:
+                raise ScoreWindowError(
+                    f"a loop of {end_bar - start_bar} bars is longer than the bars kept in memory "
+                    f"(retain_bars={self.retain_bars})"
+                )
+            self._check_not_too_far(end_bar, "end a loop at")
+            self._loops[track_id] = (int(start_bar), int(end_bar))
+
+    def clear_loop(self, track_id: int) -> bool:
+        """Forget a track's loop; False when it had none."""
+        with self._lock:
+            self.track(track_id)
+            return self._loops.pop(track_id, None) is not None
+
+    def loops(self) -> dict[int, tuple[int, int]]:
+        with self._lock:
+            return dict(self._loops)
+
+    def load_history(
+        self,
+        meters: np.ndarray,
+        rows: np.ndarray,
+        generated_track_ids: Iterable[int] = (),
+    ) -> None:
+        """Close bars 0..n-1 of an empty score with these meters and notes, as if played (session
+        load, D55). ``rows`` are (track id, bar, onset, duration, pitch, velocity) in ticks; the
+        bars of ``generated_track_ids`` are marked generated. Old bars go to the journal as usual."""
+        meters = np.asarray(meters, dtype=np.int32).reshape(-1, 2)
+        rows = np.asarray(rows, dtype=np.int32).reshape(-1, 6)
+        for num, den in meters.tolist():
+            self.check_meter(num, den)
+        generated = frozenset(generated_track_ids)
+        with self._lock:
+            if self._origin is not None or self._pending:
+                raise ScoreWindowError("history can only be loaded into a score with no bars yet")
+            for track_id in np.unique(rows[:, 0]).tolist():
+                self.track(track_id)
+            if len(rows) and not 0 <= rows[:, 1].min() <= rows[:, 1].max() < len(meters):
+                raise ScoreWindowError(f"note bars must be in 0..{len(meters) - 1}")
+            rows = rows[np.lexsort((rows[:, 0], rows[:, 1]))]
+            bounds = np.searchsorted(rows[:, 1], np.arange(len(meters) + 1))
+            self._origin = self._playhead = self._evicted_until = 0
+            for bar_index, (num, den) in enumerate(meters.tolist()):
+                in_bar = rows[bounds[bar_index] : bounds[bar_index + 1]]
+                bar = _Bar(meter=(num, den))
+                for track_id in self._tracks:
+                    chunk = in_bar[in_bar[:, 0] == track_id, 2:]
+                    if len(chunk):
+                        bar.chunks[track_id] = np.ascontiguousarray(chunk)
+                    if track_id in generated:
+                        bar.generated.add(track_id)
+                self._bars[bar_index] = bar
+                self._playhead = bar_index + 1
+                self._last_meter = (num, den)
+                self._evict()
+
     # ---- reading ----------------------------------------------------------------------------
     def window(self, start_bar: int, end_bar: int) -> WindowSnapshot:
         """Read-only copy of bars [start_bar, end_bar); bars before the origin read empty."""
@@ -339,6 +486,7 @@ class RollingScore:
                 )
             track_ids = tuple(self._tracks)
             parts = self._memory_rows(track_ids, start_bar, end_bar, first_bar=start_bar)
+            looped = self._loop_rows(track_ids, start_bar, end_bar, parts)
             generated = {
                 (t, b)
                 for b in range(start_bar, end_bar)
@@ -360,6 +508,7 @@ class RollingScore:
             meters,
             notes,
             frozenset(generated),
+            frozenset(looped),
         )
 
     def save_midi(self, path: str | os.PathLike) -> int:
@@ -386,6 +535,7 @@ class RollingScore:
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
             score.to_midi(temporary)
+            mark_session_end(temporary, score)  # the file would end at its last note otherwise
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
@@ -408,6 +558,10 @@ class RollingScore:
                 ),
                 "expired_notes": self._expired_notes,
                 "late_notes": self._late_notes,
+                "continuing_notes": sum(
+                    len(c) for bar in self._bars.values() for c in bar.continuing.values()
+                ),
+                "loops": {str(t): list(loop) for t, loop in self._loops.items()},
             }
 
     def bar_summary(self, bar_index: int) -> dict:
@@ -430,6 +584,7 @@ class RollingScore:
                 "closed": closed,
                 "notes": notes,
                 "generated": sorted(bar.generated) if bar else [],
+                "continuing": {t: len(c) for t, c in bar.continuing.items() if c} if bar else {},
             }
 
     def close(self) -> None:
@@ -452,6 +607,38 @@ class RollingScore:
             raise ScoreWindowError(
                 f"cannot {action} bar {bar_index}: more than {self.max_future_bars} bars ahead of the playhead {self._playhead}"
             )
+
+    def _closed_bar_in_memory(self, bar_index: int) -> _Bar:
+        if (
+            self._origin is None
+            or not max(self._origin, self._evicted_until) <= bar_index < self._playhead
+        ):
+            raise ScoreWindowError(
+                f"bar {bar_index} is not a closed bar in memory (playhead {self._playhead})"
+            )
+        return self._bars[bar_index]
+
+    def _loop_rows(
+        self, track_ids: tuple[int, ...], start_bar: int, end_bar: int, parts: list[np.ndarray]
+    ) -> set[tuple[int, int]]:
+        """Append to ``parts`` the loop content of looped tracks' bars at or after the playhead;
+        returns those (track id, bar) pairs. A bar counts as known only when its source bar in the
+        loop has closed and is still in memory."""
+        looped: set[tuple[int, int]] = set()
+        for i, track_id in enumerate(track_ids):
+            loop = self._loops.get(track_id)
+            if loop is None:
+                continue
+            loop_start, loop_end = loop
+            for b in range(max(start_bar, self._playhead, loop_end), end_bar):
+                source = loop_start + (b - loop_start) % (loop_end - loop_start)
+                if not self._evicted_until <= source < self._playhead or source not in self._bars:
+                    continue
+                chunk = self._bars[source].chunks.get(track_id)
+                if chunk is not None and len(chunk):
+                    parts.append(note_rows(chunk, i, b - start_bar))
+                looped.add((track_id, b))
+        return looped
 
     def _quantise(self, rows: np.ndarray, meter: tuple[int, int]) -> np.ndarray:
         """(n, 4) float rows (onset_frac, duration_frac, pitch, velocity) → int32 tick chunk (D30)."""

@@ -64,7 +64,8 @@ class WindowSnapshot:
 
     ``notes.track`` is the index into ``track_ids`` (creation order) and ``notes.bar`` is relative
     to ``start_bar``; columns are read-only and sorted by (track, bar, onset, pitch). ``meters`` is
-    (n_bars, 2) int32; ``generated`` holds (track_id, absolute bar) pairs of generated material.
+    (n_bars, 2) int32; ``generated`` holds (track_id, absolute bar) pairs of generated material;
+    ``looped`` holds (track_id, absolute bar) pairs of future bars filled from a declared loop (D60).
     """
 
     start_bar: int
@@ -75,6 +76,7 @@ class WindowSnapshot:
     meters: np.ndarray
     notes: NoteArrays
     generated: frozenset[tuple[int, int]] = frozenset()
+    looped: frozenset[tuple[int, int]] = frozenset()
 
     @property
     def n_bars(self) -> int:
