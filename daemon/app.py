@@ -144,6 +144,7 @@ class Daemon:
             "session_start", "session_stop", "track_create", "track_remove", "track_set_ignore",
             "note", "bar_end", "param_set", "param_set_once", "param_reset", "param_reset_all",
             "track_param_set", "attr_set", "attr_reset_all",
+            "note_on", "note_off", "loop", "loop_clear", "attr_set_bar",
         )  # fmt: skip
         handlers = {name: session_call(name) for name in names}
 
@@ -162,6 +163,7 @@ class Daemon:
             state_query=self._state_query,
             tempo=self._tempo,
             session_save=self._session_save,
+            session_load=self._session_load,
         )
         return handlers
 
@@ -229,6 +231,37 @@ class Daemon:
         self._beats += 1
         payload = heartbeat_payload(self.session, self.scheduler, self._beats)
         self.server.broadcast("/midigpt/heartbeat", (json.dumps(payload),))
+
+    def _session_load(self, sender, path):
+        """Read a saved session off the loop, then apply it on the loop and reply (D55, D62)."""
+        from sideman.daemon.session_file import SessionFileError, read_session_file
+
+        target = self.session.save_path(path, "/midigpt/session/load")
+        session = self.session
+        token = session.token
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, read_session_file, target, session.encoder_config)
+
+        def done(future: asyncio.Future) -> None:
+            try:
+                saved = future.result()
+                if session.token != token:
+                    raise ProtocolError(ErrorCode.INVALID_STATE, "/midigpt/session/load: the session was re-initialised while the file was read")
+                notes = session.load_saved(saved)
+            except ProtocolError as exc:
+                self.server.reply_error(sender, exc.code, exc.message)
+                return
+            except SessionFileError as exc:
+                self.server.reply_error(sender, ErrorCode.INVALID_PARAM, f"/midigpt/session/load: {exc}")
+                return
+            except Exception as exc:  # reported, never a silent drop
+                log.exception("loading the session from %s failed", target)
+                self.server.reply_error(sender, ErrorCode.INVALID_PARAM, f"/midigpt/session/load: failed: {exc}")
+                return
+            log.info("loaded %d bars, %d notes from %s", saved.n_bars, notes, target)
+            self.server.reply(sender, "/midigpt/session/loaded", (str(target), saved.n_bars, notes))
+
+        future.add_done_callback(done)
 
     def _published_error(self, code: int, message: str, sender: tuple[str, int]) -> None:
         self.bus.publish("error", code=code, message=message, source=f"{sender[0]}:{sender[1]}")

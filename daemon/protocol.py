@@ -413,6 +413,71 @@ _MESSAGES: tuple[MessageSpec, ...] = (
         "tempo",
         "/midigpt/tempo 120: quarter notes per minute, overriding the tempo measured from /bar/end",
     ),
+    # Live input, loops, session load and per-bar attributes (§16 D59-D62): sideman extensions.
+    MessageSpec(
+        "/midigpt/note/on",
+        (
+            _TRACK_ID,
+            Arg("pitch", "int", 0, 127),
+            Arg(
+                "velocity",
+                "int",
+                1,
+                127,
+                value_messages=((0, "velocity 0 is a note-off; send /midigpt/note/off instead"),),
+            ),
+            Arg("onset", "float", 0.0, 1.0, hi_open=True),
+            _BAR_INDEX,
+        ),
+        RUNNING_ONLY,
+        "note_on",
+        "/midigpt/note/on 1 60 100 0.75 12: live input, a key pressed at 3/4 of bar 12; the note "
+        "belongs to bar 12 however long it is held",
+    ),
+    MessageSpec(
+        "/midigpt/note/off",
+        (
+            _TRACK_ID,
+            Arg("pitch", "int", 0, 127),
+            Arg("offset", "float", 0.0, 1.0),
+            _BAR_INDEX,
+        ),
+        RUNNING_ONLY,
+        "note_off",
+        "/midigpt/note/off 1 60 0.25 13: releases the oldest held note-on of pitch 60 on track 1, "
+        "at 1/4 of bar 13",
+    ),
+    MessageSpec(
+        "/midigpt/loop",
+        (_TRACK_ID, Arg("start_bar", "int", 0, INT32_MAX), Arg("end_bar", "int", 0, INT32_MAX)),
+        SETUP_STATES,
+        "loop",
+        "/midigpt/loop 1 8 12: track 1 repeats bars 8-11 from bar 12 on, so its future bars are "
+        "given to the model as context instead of masked",
+    ),
+    MessageSpec(
+        "/midigpt/loop/clear",
+        (_TRACK_ID,),
+        SETUP_STATES,
+        "loop_clear",
+        "/midigpt/loop/clear 1: track 1 no longer loops; its future bars are masked again",
+    ),
+    MessageSpec(
+        "/midigpt/session/load",
+        (Arg("path", "str"),),
+        frozenset({INITIALIZING}),
+        "session_load",
+        "/midigpt/session/load set.mid: a fresh session from a file /midigpt/session/save wrote: "
+        "its tracks, and all its bars as history; play on from the next bar",
+    ),
+    MessageSpec(
+        "/midigpt/attr/set_bar",
+        (_BAR_INDEX, _NAME, Arg("level", "int", INT32_MIN, INT32_MAX)),
+        ANY_STATE,
+        "attr_set_bar",
+        "/midigpt/attr/set_bar 16 note_density 5: agent attribute for bar 16 only (level < 0 "
+        "removes it); needs a checkpoint with bar-level attributes",
+    ),
     MessageSpec(
         "/midigpt/session/save",
         (Arg("path", "str"),),
@@ -492,6 +557,7 @@ OUTBOUND: dict[str, str] = {
     "/midigpt/pong": "*",
     "/midigpt/state": "s",
     "/midigpt/session/saved": "si",
+    "/midigpt/session/loaded": "sii",
     "/midigpt/subscribed": "si",
     "/midigpt/heartbeat": "s",
 }

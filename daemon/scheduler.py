@@ -99,6 +99,7 @@ class Scheduler:
             tracks=session.tracks,
             params=params,
             attributes=dict(session.attributes),
+            bar_attributes=session.bar_attributes.levels(),
             encoder_config=session.encoder_config,
             deadline=self._deadline(target, params, now),
             now=now,

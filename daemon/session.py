@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sideman.daemon.bar_attributes import BarAttributes
 from sideman.daemon.events import EventBus
+from sideman.daemon.live_input import LiveInput, LiveInputError
 from sideman.daemon.params import (
     ParamStore,
     capabilities,
@@ -30,6 +32,7 @@ from sideman.daemon.params import (
 )
 from sideman.daemon.protocol import ErrorCode, ProtocolError
 from sideman.daemon.rolling import RollingScore, ScoreWindowError, UnsupportedMeterError
+from sideman.daemon.session_file import SavedSession
 from sideman.engine.vocab import EncoderConfig
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,8 @@ class Session:
         self.token = 0  # bumped by every init: results of older sessions are stale (D1)
         self.tracks: dict[int, TrackState] = {}
         self.score = self._new_score()
+        self.live_input = LiveInput(self.score)  # note-on/note-off pairing (D59)
+        self.bar_attributes = BarAttributes(encoder_config)  # per-bar agent attributes (D61)
         self.on_reset: list[Callable[[str], None]] = []  # scheduler hooks: cancel work, forget state
         self.on_bar: list[Callable[[Any], None]] = []  # scheduler hooks: a new bar closed
         self._job_ids = itertools.count(1)
@@ -112,6 +117,8 @@ class Session:
             hook("session re-initialised")
         self.score.close()
         self.score = self._new_score()
+        self.live_input = LiveInput(self.score)
+        self.bar_attributes.clear()
         self.tracks = {}
         self.params = self._new_params()
         self.token += 1
@@ -229,6 +236,7 @@ class Session:
             playhead=closed.playhead, merged=dict(closed.merged),
         )  # fmt: skip
         if closed.new:
+            self.live_input.bars_closed(closed.playhead)  # held notes first: jobs see them
             for hook in self.on_bar:
                 hook(closed)
 
@@ -263,6 +271,81 @@ class Session:
         self.attributes.clear()
         self.bus.publish("param", name="attr:*", value=None, once=False)
 
+    # ---- live input, loops, per-bar attributes, load (D59-D62) ---------------------------
+    def note_on(self, track_id: int, pitch: int, velocity: int, onset: float, bar_index: int) -> None:
+        """``/midigpt/note/on`` — held until its note-off; it belongs to ``bar_index`` (D31, D59)."""
+        self._live_track(track_id)
+        try:
+            self.live_input.note_on(track_id, pitch, velocity, onset, bar_index)
+        except ScoreWindowError as exc:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/note/on: bar_index {bar_index}: {exc}") from None
+
+    def note_off(self, track_id: int, pitch: int, offset: float, bar_index: int) -> None:
+        """``/midigpt/note/off`` — completes the oldest held note-on of this track and pitch."""
+        self._live_track(track_id)
+        try:
+            note = self.live_input.note_off(track_id, pitch, offset, bar_index)
+        except (LiveInputError, ScoreWindowError) as exc:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/note/off: {exc}") from None
+        bar_ticks = self.score.bar_ticks(*self.score.meter(note.bar_index))
+        self.bus.publish(
+            "note_in", track_id=track_id, bar_index=note.bar_index, pitch=pitch, velocity=note.velocity,
+            onset=note.onset, duration=note.duration_ticks / bar_ticks, late=note.placed != "pending",
+        )  # fmt: skip
+
+    def _live_track(self, track_id: int) -> None:
+        if self._track(track_id).is_agent:
+            raise ProtocolError(ErrorCode.AGENT_NOTE, "Note for agent track ignored")
+
+    def loop(self, track_id: int, start_bar: int, end_bar: int) -> None:
+        """``/midigpt/loop`` — a conditioning track repeats [start, end): its future bars are known (D60)."""
+        if self._track(track_id).is_agent:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/loop: track {track_id} is the agent; only conditioning tracks loop")
+        try:
+            self.score.set_loop(track_id, start_bar, end_bar)
+        except ScoreWindowError as exc:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/loop: {exc}") from None
+        self.bus.publish("param", name=f"loop:{track_id}", value=[start_bar, end_bar], once=False)
+
+    def loop_clear(self, track_id: int) -> None:
+        self._track(track_id)
+        self.score.clear_loop(track_id)
+        self.bus.publish("param", name=f"loop:{track_id}", value=None, once=False)
+
+    def attr_set_bar(self, bar_index: int, name: str, level: int) -> None:
+        """``/midigpt/attr/set_bar`` — one bar's agent attribute, where the vocabulary has them (D61)."""
+        self.bar_attributes.set(bar_index, name, level, self.score.playhead)
+        self.bus.publish("param", name=f"attr:{name}@{bar_index}", value=level, once=False)
+
+    def load_saved(self, saved: SavedSession) -> int:
+        """Replace the piece with a saved session (INITIALIZING only): its tracks, and its bars as
+        closed history, so play continues at the next bar (D55, D62). Returns the notes loaded."""
+        if self.state != INITIALIZING:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"Message not allowed in state '{self.state}'")
+        agents = [t for t in saved.tracks if t.is_agent]
+        max_agents = self.params.values()["max_agents"]
+        if len(agents) > max_agents:
+            raise ProtocolError(
+                ErrorCode.MULTI_AGENT,
+                f"/midigpt/session/load: the file has {len(agents)} agent tracks; param max_agents is {max_agents}",
+            )
+        for agent in agents:
+            self._check_overrides_fit(agent.is_drum)
+        unsupported = sorted({(n, d) for n, d in saved.meters.tolist()} - self.supported_meters)
+        if unsupported:
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/session/load: time signatures {unsupported} are not supported by the model")
+        self.score.close()
+        self.score = self._new_score()
+        self.live_input = LiveInput(self.score)
+        self.bar_attributes.clear()
+        self.tracks = {}
+        for t in saved.tracks:
+            self.tracks[t.track_id] = TrackState(t.track_id, t.program, t.is_drum, t.is_agent, track_param_defaults(t.is_agent))
+            self.score.add_track(t.track_id, t.program, t.is_drum, t.is_agent)
+            self.bus.publish("track", action="created", track_id=t.track_id, program=t.program, is_drum=t.is_drum, is_agent=t.is_agent)
+        self.score.load_history(saved.meters, saved.rows, generated_track_ids=[t.track_id for t in agents])
+        return len(saved.rows)
+
     # ---- introspection -------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """The session part of the ``/midigpt/state`` JSON (the scheduler and server add theirs)."""
@@ -283,18 +366,20 @@ class Session:
             "capabilities": self.capabilities,
             "bars": {str(b): self.score.bar_summary(b) for b in range(first, playhead)},
             "score": self.score.stats(),
+            "live_input": self.live_input.describe(),
+            "bar_attributes": self.bar_attributes.describe(),
         }
 
-    def save_path(self, path: str) -> Path:
-        """Resolve a ``/session/save`` path inside the save directory (a remote client cannot write elsewhere)."""
+    def save_path(self, path: str, address: str = "/midigpt/session/save") -> Path:
+        """Resolve a ``/session/save`` (or ``/session/load``) path inside the save directory (a remote client cannot reach elsewhere)."""
         base = self.config.save_dir.resolve()
         target = (base / path).resolve()
         if target.suffix.lower() not in (".mid", ".midi"):
-            raise ProtocolError(ErrorCode.INVALID_PARAM, f"/midigpt/session/save: path must end in .mid, got {path!r}")
+            raise ProtocolError(ErrorCode.INVALID_PARAM, f"{address}: path must end in .mid, got {path!r}")
         if base != target.parent and base not in target.parents:
             raise ProtocolError(
                 ErrorCode.INVALID_PARAM,
-                f"/midigpt/session/save: {path!r} is outside the save directory {base} (sideman serve --save-dir)",
+                f"{address}: {path!r} is outside the save directory {base} (sideman serve --save-dir)",
             )
         return target
 

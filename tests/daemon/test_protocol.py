@@ -75,6 +75,12 @@ ACCEPTANCE = {
     "/midigpt/agent/mute": {INIT, RUN},
     "/midigpt/agent/played": {RUN},
     "/midigpt/meter": {INIT, RUN},
+    "/midigpt/note/on": {RUN},
+    "/midigpt/note/off": {RUN},
+    "/midigpt/loop": {INIT, RUN},
+    "/midigpt/loop/clear": {INIT, RUN},
+    "/midigpt/session/load": {INIT},
+    "/midigpt/attr/set_bar": {UN, INIT, RUN, STOP},
 }
 
 
