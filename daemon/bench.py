@@ -432,6 +432,8 @@ def measure_note_rate(daemon: DaemonChild, quick: bool) -> dict[str, float]:
 def _settled_state(client: SessionClient, timeout: float = 10.0) -> tuple[dict, int]:
     """The state once the daemon has read everything (its received counter moves only by our
     queries), and how many queries that took."""
+    limiter = RateLimiter()
+    time.sleep(limiter.burst / limiter.rate + 0.1)  # a full bucket: the queries are never counted as refused notes
     deadline = time.monotonic() + timeout
     state, queries = client.state(), 1
     while time.monotonic() < deadline:

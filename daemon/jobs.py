@@ -26,7 +26,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -241,6 +241,9 @@ class Job:
     seed: int = -1
     error: str | None = None
     drum_track_ids: frozenset[int] = frozenset()
+    # Inputs of the request when it is built off the loop (``build_job(defer=True)``); the worker
+    # turns them into ``request`` and ``prompt_state`` with ``prepare_job``.
+    recipe: Mapping[str, Any] | None = None
 
 
 NoteColumns = tuple[
@@ -322,6 +325,7 @@ def build_job(
     in_flight: Collection[int] = (),
     bar_attributes: Mapping[int, Mapping[str, int]] | None = None,
     regenerate: bool = False,
+    defer: bool = False,
 ) -> Job | None:
     """Snapshot the window of the rolling ``score`` and build the job for ``target_bar``.
 
@@ -329,7 +333,9 @@ def build_job(
     (``in_flight``: bars of the running job, see ``GenerationWorker.in_flight_bars``), unless
     ``regenerate`` asks for those bars again (``/midigpt/agent/regenerate``, D58). A request
     that cannot be built or does not validate against ``encoder_config`` gives a job with
-    ``error`` set, so it is still reported (as failed) rather than vanishing.
+    ``error`` set, so it is still reported (as failed) rather than vanishing. With ``defer`` only
+    the O(window) snapshot is taken here and the request is built by ``prepare_job`` in the
+    worker, keeping the OSC loop's work at a barline small (D7).
     """
     now = time.monotonic() if now is None else now
     agents = tuple(t.track_id for t in tracks.values() if t.is_agent)
@@ -365,26 +371,61 @@ def build_job(
         seed=seed,
         drum_track_ids=frozenset(t.track_id for t in tracks.values() if t.is_drum),
     )
+    recipe = FrozenMap(
+        {
+            "playhead": score.playhead,
+            "tracks": FrozenMap({tid: _FrozenTrack.of(t) for tid, t in tracks.items()}),
+            "params": FrozenMap(params),
+            "attributes": FrozenMap(attributes or {}),
+            "bar_attributes": FrozenMap(bar_attributes or {}),
+            "encoder_config": encoder_config,
+        }
+    )
+    deferred = Job(request=None, recipe=recipe, **job)
+    return deferred if defer else prepare_job(deferred)
+
+
+@dataclass(frozen=True)
+class _FrozenTrack:
+    """A session track as it was at snapshot time (the live one may change under the worker)."""
+
+    track_id: int
+    is_drum: bool
+    is_agent: bool
+    params: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, track: TrackLike) -> _FrozenTrack:
+        return cls(track.track_id, track.is_drum, track.is_agent, FrozenMap(track.params))
+
+
+def prepare_job(job: Job) -> Job:
+    """Build the engine request and the prompt state of a job from its recipe (idempotent)."""
+    recipe = job.recipe
+    if job.request is not None or job.error is not None or recipe is None:
+        return job
     try:
         request = build_request(
-            snapshot,
-            window_start=start,
-            bars=bars,
-            playhead=score.playhead,
-            tracks=tracks,
-            params=params,
-            attributes=attributes or {},
-            seed=seed,
-            bar_attributes=bar_attributes or {},
+            job.snapshot,
+            window_start=job.window_start,
+            bars=job.bars,
+            playhead=recipe["playhead"],
+            tracks=recipe["tracks"],
+            params=recipe["params"],
+            attributes=recipe["attributes"],
+            seed=job.seed,
+            bar_attributes=recipe["bar_attributes"],
         )
-        window_score = snapshot.to_score()
-        if encoder_config is not None:
-            request.validate(window_score, encoder_config)
-        state = prompt_state(request, window_score, start, target_bar, snapshot.track_ids, agents)
+        window_score = job.snapshot.to_score()
+        if recipe["encoder_config"] is not None:
+            request.validate(window_score, recipe["encoder_config"])
+        state = prompt_state(
+            request, window_score, job.window_start, job.target_bar, job.snapshot.track_ids, job.agent_track_ids
+        )
     except RequestError as exc:
-        log.warning("job %d (bar %d) cannot be built: %s", job_id, target_bar, exc)
-        return Job(request=None, error=f"invalid request: {exc}", **job)
-    return Job(request=request, prompt_state=state, **job)
+        log.warning("job %d (bar %d) cannot be built: %s", job.job_id, job.target_bar, exc)
+        return replace(job, error=f"invalid request: {exc}")
+    return replace(job, request=request, prompt_state=state)
 
 
 def build_request(

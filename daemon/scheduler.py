@@ -105,6 +105,7 @@ class Scheduler:
             now=now,
             in_flight=self.worker.in_flight_bars(),
             regenerate=regenerate,
+            defer=True,
         )
         if job is None:  # every bar of [target, target + j) was generated already (D47)
             return

@@ -288,7 +288,14 @@ class OscServer(asyncio.DatagramProtocol):
         return targets
 
     def reply(self, sender: tuple[str, int], address: str, args: tuple) -> None:
-        self._enqueue(address, args, self.reply_targets(sender))
+        """Straight to the socket: a reply (pong, state, error) is one datagram per target and must
+        not wait behind a paced burst of generated notes for other listeners."""
+        if self.transport is None:
+            self._enqueue(address, args, self.reply_targets(sender))
+            return
+        datagram = build_datagram(address, args)
+        for target in self.reply_targets(sender):
+            self._send(datagram, target)
 
     def reply_error(self, sender: tuple[str, int], code: int, message: str) -> None:
         self.counters.errors_sent += 1
@@ -306,18 +313,20 @@ class OscServer(asyncio.DatagramProtocol):
             self._outbox.append((datagram, target))
         self._outbox_ready.set()
 
+    def _send(self, datagram: bytes, target: tuple[str, int]) -> None:
+        try:
+            self.transport.sendto(datagram, target)
+            self.counters.sent += 1
+        except OSError as exc:
+            self.counters.send_failures += 1
+            log.warning("send to %s:%d failed: %s", *target, exc)
+
     async def _drain(self) -> None:
         while True:
             await self._outbox_ready.wait()
             sent = 0
             while self._outbox and sent < SEND_BATCH:
-                datagram, target = self._outbox.popleft()
-                try:
-                    self.transport.sendto(datagram, target)
-                    self.counters.sent += 1
-                except OSError as exc:
-                    self.counters.send_failures += 1
-                    log.warning("send to %s:%d failed: %s", *target, exc)
+                self._send(*self._outbox.popleft())
                 sent += 1
             if self._outbox:
                 await asyncio.sleep(0.001)  # pace bursts: a bar of notes must not overrun the receiver

@@ -31,6 +31,7 @@ from sideman.daemon.jobs import (
     JobOutcome,
     NoteColumns,
     outcome_for,
+    prepare_job,
 )
 from sideman.engine.inference import GenerationCancelled, GenerationFailed
 from sideman.engine.request import RequestError
@@ -190,7 +191,7 @@ class GenerationWorker:
             self._report(outcome)
 
     def _run(self, running: _Running) -> JobOutcome:
-        job = running.job
+        job = running.job = prepare_job(running.job)  # the request is built here, off the OSC loop
         if job.request is None:
             return outcome_for(job, "failed", job.error or "no request", self._clock())
         started = self._clock()

@@ -15,7 +15,7 @@ from sideman.daemon.controls import (
 )
 from sideman.daemon.events import EventBus
 from sideman.daemon.heartbeat import Heartbeat, heartbeat_payload
-from sideman.daemon.jobs import build_job, outcome_for
+from sideman.daemon.jobs import build_job, outcome_for, prepare_job
 from sideman.daemon.params import ParamStore
 from sideman.daemon.protocol import ProtocolError
 from sideman.daemon.scheduler import Scheduler
@@ -264,19 +264,19 @@ def test_a_slow_job_degrades_the_next_and_fast_jobs_restore_it(rig):
     assert reports(sent)[-1]["status"] == "done"
     session.bar_end(1, 4, 4)
     second = worker.jobs[-1]
-    assert second.request.config.num_candidates == 1
+    assert prepare_job(second).request.config.num_candidates == 1
     assert reports(sent)[-1]["degraded"] == 1
     scheduler._deliver(outcome_for(second, "late", "finished 5 ms after its deadline", now=second.deadline + 0.005))
     assert reports(sent)[-1]["degraded"] == 1  # the level the job ran at
     session.bar_end(2, 4, 4)
     third = worker.jobs[-1]
-    assert third.request.config.model_dim == 4 and scheduler.describe()["degraded"] == 2
+    assert prepare_job(third).request.config.model_dim == 4 and scheduler.describe()["degraded"] == 2
     assert session.params.values()["model_dim"] == 8  # the client's value is kept
     for bar in range(3, 3 + 2 * 4):
         scheduler._deliver(done(worker.jobs[-1], latency_s=0.01))
         session.bar_end(bar, 4, 4)
     assert scheduler.adapt.level == 0
-    assert worker.jobs[-1].request.config.num_candidates == 3
+    assert prepare_job(worker.jobs[-1]).request.config.num_candidates == 3
 
 
 def test_played_notes_replace_the_agent_bar(rig):

@@ -371,6 +371,7 @@ def test_save_writes_every_note_sent(client, daemon):
         play_bar(client, bar, notes=3)
         time.sleep(0.3)
     client.send("/midigpt/bar/end", 6, 4, 4)
+    time.sleep(0.3)  # replies are not queued behind paced note bursts: let those arrive first
     path, count = client.request("/midigpt/session/save", "/midigpt/session/saved", "session.mid")
     generated = len(client.messages("/midigpt/generated/note"))
     assert count == 6 * 3 + generated
