@@ -125,6 +125,9 @@ class Daemon:
             self.session.session_stop()
         if self.worker is not None:
             self.worker.close()
+        close_engine = getattr(self.engine, "close", None)
+        if close_engine is not None:  # a child-process engine (daemon/engine_process.py)
+            close_engine()
         if self.server is not None:
             await self.server.flush()
             self.server.close()
@@ -272,5 +275,10 @@ class Daemon:
         state["subscribers"] = self.subscribers.describe()
         state["wire"] = self.server.counters.as_dict()
         state["model"] = getattr(self.engine, "name", "")
+        state["engine"] = {
+            "precision": str(getattr(self.engine, "precision", "")),
+            "process": getattr(self.engine, "pid", None),  # None: the model runs in this process
+            "restarts": getattr(self.engine, "restarts", 0),
+        }
         state["uptime_s"] = round(time.monotonic() - self.started_at, 1)
         return state

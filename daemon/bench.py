@@ -10,6 +10,7 @@ targets and same-run baselines for people to read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +62,13 @@ class ServeArgs:
     model: str | None = None  # a bundle path; None: --random-init (yellow_small shape)
     params: tuple[tuple[str, str], ...] = DEFAULT_PARAMS
     threads: int = 1
+    in_process: bool = False  # the model in the daemon's own process (the baseline of the ping figures)
 
     def argv(self) -> list[str]:
         argv = ["--model", self.model] if self.model else ["--random-init"]
         for name, value in self.params:
             argv += ["--param", f"{name}={value}"]
-        return argv + ["--threads", str(self.threads)]
+        return argv + ["--threads", str(self.threads)] + (["--in-process"] if self.in_process else [])
 
     def describe(self) -> str:
         model = self.model or "random-init yellow_small shape (n_embd 512, 6 layers, 8 heads; no checkpoint shipped yet)"
@@ -114,11 +116,19 @@ class DaemonChild:
         raise TimeoutError(f"sideman serve not ready within {timeout:.0f} s")
 
     def rss_mib(self) -> float:
-        """VmRSS of the daemon process, from /proc (Linux)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc/<pid>/status")
+        """VmRSS of the daemon process and its children (the engine process), from /proc (Linux)."""
+        pids = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
+        total = 0.0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+                    break
+            else:
+                raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+        return total
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
@@ -289,6 +299,30 @@ class Pinger:
         self.sock.close()
 
 
+def ping_from_child(
+    server: tuple[str, int], count: int | None = None, until: float | None = None, gap_s: float = 0.002
+) -> list[tuple[float, float]]:
+    """``Pinger.run`` in a separate interpreter, so the round trips measure the daemon and not
+    this process's own threads (session driver, receiver) competing for its interpreter lock.
+    Send times are CLOCK_MONOTONIC, comparable across processes on Linux."""
+    spec = json.dumps({"server": list(server), "count": count, "until": until, "gap_s": gap_s})
+    code = "import sys; from sideman.daemon.bench import _pinger_main; _pinger_main(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ping child failed: {done.stderr[-2000:]}")
+    return [tuple(pair) for pair in json.loads(done.stdout)]
+
+
+def _pinger_main(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    pinger = Pinger(tuple(spec["server"]))
+    try:
+        results = pinger.run(count=spec["count"], until=spec["until"], gap_s=spec["gap_s"])
+    finally:
+        pinger.close()
+    print(json.dumps(results))  # a lost ping's inf round trip travels as Infinity
+
+
 def _rtt_row(label: str, rtts: Sequence[float], extra: str = "") -> dict[str, float]:
     p50, p99 = percentile(rtts, 50), percentile(rtts, 99)
     worst = max(rtts) if rtts else float("nan")
@@ -315,13 +349,15 @@ def _overlap(intervals: Sequence[tuple[float, float]], first: float, last: float
     return sum(max(0.0, min(b, last) - max(a, first)) for a, b in intervals)
 
 
-def measure_ping(daemon: DaemonChild, quick: bool) -> dict[str, float]:
-    pinger = Pinger(daemon.address)
+def measure_ping(daemon: DaemonChild, quick: bool, baseline: bool = False) -> dict[str, float]:
+    """Ping round trips idle and while a generation runs; ``baseline``: only the latter, for a
+    daemon started with --in-process, under its own label."""
     client = SessionClient(daemon.address)
     try:
-        pinger.run(count=100)  # warm-up
-        idle = [rtt for _, rtt in pinger.run(count=300 if quick else 3000, gap_s=0.001)]
-        figures = {f"ping_idle_{k}": v for k, v in _rtt_row("ping, idle", idle).items()}
+        figures: dict[str, float] = {}
+        if not baseline:
+            idle = [rtt for _, rtt in ping_from_child(daemon.address, count=300 if quick else 3000, gap_s=0.001)[50:]]
+            figures = {f"ping_idle_{k}": v for k, v in _rtt_row("ping, idle", idle).items()}
 
         # Keep the worker busy: bars every 0.25 s, a long gen_timeout so no job is dropped for its
         # deadline; each new job supersedes the waiting one, so one always runs.
@@ -339,7 +375,7 @@ def measure_ping(daemon: DaemonChild, quick: bool) -> dict[str, float]:
         driver = threading.Thread(target=drive, daemon=True)
         driver.start()
         client.wait_for("/midigpt/status", after=mark, predicate=lambda a: a[0] == "generating", timeout=60)
-        pings = pinger.run(until=time.monotonic() + (4.0 if quick else 20.0))
+        pings = ping_from_child(daemon.address, until=time.monotonic() + (4.0 if quick else 20.0))
         stop.set()
         driver.join()
         stopped = time.monotonic()
@@ -349,14 +385,32 @@ def measure_ping(daemon: DaemonChild, quick: bool) -> dict[str, float]:
         during = [rtt for sent, rtt in pings if any(a <= sent <= b for a, b in busy)]
         first, last = pings[0][0], pings[-1][0]
         busy_share = _overlap(busy, first, last) / max(last - first, 1e-9)
-        row = _rtt_row("ping, while a generation runs", during, f"  (worker busy {100 * busy_share:.0f}% of the time)")
+        label = "baseline: --in-process engine" if baseline else "ping, while a generation runs"
+        row = _rtt_row(label, during, f"  (worker busy {100 * busy_share:.0f}% of the time)")
+        if baseline:
+            return {f"ping_generating_in_process_{k}": v for k, v in row.items()}
         figures.update({f"ping_generating_{k}": v for k, v in row.items()})
         verdict = "met" if row["p99_ms"] <= TARGETS["ping_p99_generating_ms"] else "NOT met"
         print(f"target: ping p99 <= {TARGETS['ping_p99_generating_ms']:.0f} ms while generating: {verdict}")
         return figures
     finally:
-        pinger.close()
         client.close()
+
+
+def measure_ping_baseline(serve: ServeArgs, cache: Path | None, quick: bool, p99_ms: float) -> dict[str, float]:
+    """The same busy-worker ping run against a daemon whose model shares its process (and its
+    interpreter lock) with the OSC loop: what the child-process engine is measured against."""
+    daemon = DaemonChild(replace(serve, in_process=True), cache)
+    try:
+        figures = measure_ping(daemon, quick, baseline=True)
+    finally:
+        daemon.stop()
+    base = figures["ping_generating_in_process_p99_ms"]
+    print(
+        f"ping p99 while generating: engine process {p99_ms:.3f} ms vs in-process engine {base:.3f} ms "
+        f"(x{p99_ms / base:.2f})"
+    )
+    return figures
 
 
 # ---- inbound note rate ------------------------------------------------------------------------
@@ -565,7 +619,7 @@ def measure_rss(daemon: DaemonChild, quick: bool) -> dict[str, float]:
     last = checkpoints[-1]
     growth = readings[last] / base - 1
     text = ", ".join(f"{n:,} bars {readings[n]:.1f} MiB" for n in checkpoints)
-    print(f"daemon RSS (VmRSS): {text}")
+    print(f"daemon RSS (VmRSS, daemon and engine processes): {text}")
     score = final["score"]
     print(
         f"after {last:,} bars: x{readings[last] / base:.3f} of RSS after {checkpoints[0]} "
@@ -594,6 +648,7 @@ def run_daemon_bench(
         startup, daemon = measure_startup(serve, cache)
         figures.update(startup)
         figures.update(measure_ping(daemon, quick))
+        figures.update(measure_ping_baseline(serve, cache, quick, figures["ping_generating_p99_ms"]))
         figures.update(measure_note_rate(daemon, quick))
         figures.update(measure_sessions(daemon, quick))
         figures.update(measure_rss(daemon, quick))

@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes whose message is a complete, actionable user error."""
     from sideman.engine.checkpoint import CheckpointError
     from sideman.engine.inference import EngineError
@@ -184,7 +184,7 @@ def _tokens(args: argparse.Namespace) -> int:
     try:
         score = Score.from_midi(args.midi, skip_unknown_time_signatures=args.skip_unknown_meters)
         ids = Tokenizer(config).encode_score(score, window_bars=args.window_bars, attributes=not args.no_attributes)
-    except _user_errors() as exc:
+    except user_errors() as exc:
         raise CliError(str(exc)) from exc
     out: dict = {
         "file": str(args.midi),
@@ -233,7 +233,7 @@ def _generate(args: argparse.Namespace) -> int:
         engine = _load_engine(args)
         result = engine.session(score, request).run()
         result.score.to_midi(args.output)
-    except _user_errors() as exc:
+    except user_errors() as exc:
         raise CliError(str(exc)) from exc
     print(result.summary())
     print(f"wrote {args.output}")
@@ -254,7 +254,7 @@ def _load_engine(args: argparse.Namespace):
 def _load_engine_or_fail(args: argparse.Namespace):
     try:
         return _load_engine(args)
-    except _user_errors() as exc:
+    except user_errors() as exc:
         raise CliError(str(exc)) from exc
 
 

@@ -59,6 +59,11 @@ def add_serve_parser(sub: Any, add_model_arguments: Any) -> None:
     for flag, name in PARAM_SHORTCUTS.items():
         serve.add_argument(f"--{flag.replace('_', '-')}", dest=f"shortcut_{flag}", default=None, metavar="N", help=f"same as --param {name}=N")
     serve.add_argument("--threads", type=int, default=1, help="torch threads for generation (default 1 keeps the OSC loop responsive)")
+    serve.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the model in the daemon's own process (default: a child process, so generation never holds the OSC loop's interpreter lock)",
+    )
     serve.add_argument("--save-dir", type=Path, default=Path("."), help="directory /midigpt/session/save writes into (default: current)")
     serve.add_argument("--retain-bars", type=int, default=64, help="bars kept in memory; older ones go to the session journal")
     serve.add_argument("--monitor-port", type=int, default=8000, help="web monitor port (the monitor is not part of this release yet)")
@@ -106,6 +111,25 @@ def warm_loop_kernels() -> None:
     bar_features(one - 1, one, 60 * one, 80 * one, 4, 48)
 
 
+def start_engine_process(args: argparse.Namespace, cli_error: type[Exception]) -> Any:
+    """Load the model in a child process (daemon/engine_process.py); its load errors are CLI errors."""
+    from sideman.daemon.engine_process import EngineProcess, EngineSpec, EngineStartError
+
+    if args.random_init:
+        print("using a randomly initialised yellow_small-shaped model: expect random notes", flush=True)
+    spec = EngineSpec(
+        model=args.model,
+        random_init=args.random_init,
+        device=args.device,
+        precision=args.precision,
+        threads=max(1, args.threads),
+    )
+    try:
+        return EngineProcess(spec)
+    except EngineStartError as exc:
+        raise cli_error(str(exc)) from None
+
+
 def run_serve(args: argparse.Namespace, load_engine: Any, cli_error: type[Exception]) -> int:
     from sideman.daemon.app import Daemon, ServeOptions
 
@@ -116,12 +140,17 @@ def run_serve(args: argparse.Namespace, load_engine: Any, cli_error: type[Except
         return 0
     if args.log_level:
         logging.getLogger().setLevel(args.log_level)
-    import torch
-
-    torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()
-    engine = load_engine(args)
-    warm_s = warm_up(engine)
+    if args.in_process:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+        engine = load_engine(args)
+        warm_s = warm_up(engine)
+    else:
+        engine = start_engine_process(args, cli_error)
+        warm_loop_kernels()
+        warm_s = engine.warm_s
     options = ServeOptions(
         host=args.host,
         port=args.port,

@@ -16,6 +16,7 @@ onto its loop). A callback that raises is logged and does not disturb the worker
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -163,19 +164,20 @@ class GenerationWorker:
             self._start_thread()
 
     def _loop(self) -> None:
-        try:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        except Exception:  # torch missing or refusing: the engine still runs with its defaults
-            log.exception("could not set the worker's torch thread count")
+        if "torch" in sys.modules:  # an in-process engine; a child-process engine sets its own
+            try:
+                sys.modules["torch"].set_num_threads(self.threads)
+            except Exception:  # torch refusing: the engine still runs with its defaults
+                log.exception("could not set the worker's torch thread count")
         while True:
             with self._cond:
                 while self._queued is None and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
-                running = _Running(self._queued)
+                # An engine in another process hands out the cancel event its child checks (D3).
+                new_cancel = getattr(self.engine, "new_cancel_event", threading.Event)
+                running = _Running(self._queued, cancel=new_cancel())
                 self._queued = None
                 self._running = running
             try:
