@@ -10,6 +10,7 @@ session stopped before the socket closes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -21,13 +22,25 @@ from typing import Any
 from sideman.daemon.controls import CONTROL_HANDLERS, ControlHandlers
 from sideman.daemon.events import EventBus
 from sideman.daemon.heartbeat import Heartbeat, heartbeat_payload
-from sideman.daemon.protocol import ErrorCode, ProtocolError
+from sideman.daemon.protocol import INBOUND, ErrorCode, ProtocolError, check_state, validate
 from sideman.daemon.scheduler import Scheduler
 from sideman.daemon.server import OscServer, RateLimiter, is_loopback, parse_networks
 from sideman.daemon.session import Session, SessionConfig
 from sideman.daemon.subscribers import SubscriberError, Subscribers
 
 log = logging.getLogger(__name__)
+
+LOCAL_SENDER = ("local", 0)  # the sender handlers see for an in-process call
+# What in-process callers may send: the session API (no save/load paths, no subscriptions).
+LOCAL_ADDRESSES = frozenset(
+    "/midigpt/" + name
+    for name in (
+        "session/init", "session/start", "session/stop", "track/create", "track/remove",
+        "track/set_ignore", "note", "note/on", "note/off", "bar/end", "param/set", "param/set_once",
+        "param/reset", "param/reset_all", "attr/set", "attr/reset_all", "tempo", "meter",
+        "state/query", "agent/cancel", "agent/regenerate", "agent/freeze", "agent/mute",
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,7 @@ class ServeOptions:
     threads: int = 1
     save_dir: Path = Path(".")
     retain_bars: int = 64
+    traffic_events: bool = False  # publish every OSC message in and out on the bus (the monitor's log)
 
 
 class Daemon:
@@ -93,6 +107,9 @@ class Daemon:
         self.scheduler = Scheduler(self.session, self.worker, self.bus, loop)
         self.controls = ControlHandlers(self.session, self.scheduler)
         self._heartbeat = loop.create_task(Heartbeat(self._heartbeat_interval, self._beat).run())
+        self._loop = loop
+        if self.options.traffic_events:
+            self.server.on_traffic = self._traffic
         self.address = await self.server.start(self.options.host, self.options.port)
         self.ready.set()
         log.info("sideman ready on %s:%d (model %s)", *self.address, getattr(self.engine, "name", "?"))
@@ -134,6 +151,32 @@ class Daemon:
         if self.session is not None:
             self.session.close()
 
+    def _traffic(self, direction: str, peer: str, address: str, args: tuple) -> None:
+        self.bus.publish("osc", direction=direction, peer=peer, address=address, args=args)
+
+    # ---- in-process callers (the web monitor, its demo performer) -----------------------------
+    def call(self, address: str, *args: Any) -> concurrent.futures.Future:
+        """Run one protocol message from any thread, as if it had arrived over OSC: the same
+        table, state checks, argument validation and handlers. The future's result is the
+        handler's replies ``[(address, args), ...]``; a refusal raises its ``ProtocolError``.
+        Only the addresses of ``LOCAL_ADDRESSES`` are accepted: this is a session API, not a
+        relay."""
+        return asyncio.run_coroutine_threadsafe(self._call(address, args), self._loop)
+
+    async def _call(self, address: str, args: tuple) -> list[tuple[str, tuple]]:
+        try:
+            if address not in LOCAL_ADDRESSES:
+                raise ProtocolError(ErrorCode.INVALID_PARAM, f"{address}: not available to in-process callers")
+            spec = INBOUND[address]
+            check_state(spec, self.session.state)
+            values = validate(spec, args)
+            replies = list(self.server.handlers[spec.handler](LOCAL_SENDER, *values) or ())
+        except ProtocolError as exc:
+            self.bus.publish("local", address=address, args=args, error=exc.message, code=int(exc.code))
+            raise
+        self.bus.publish("local", address=address, args=args, error=None, code=0)
+        return replies
+
     # ---- handlers the server routes to ------------------------------------------------------
     def _handlers(self) -> dict[str, Any]:
         def session_call(name: str):
@@ -171,9 +214,10 @@ class Daemon:
         return handlers
 
     def _session_init(self, sender, name=None, reply_port=None):
-        port = reply_port or self.options.reply_port or sender[1]
-        self.subscribers.set_init_target((sender[0], port))
-        self.bus.publish("subscribers", targets=self.subscribers.describe())
+        if sender != LOCAL_SENDER:  # an in-process init leaves the OSC reply targets as they are
+            port = reply_port or self.options.reply_port or sender[1]
+            self.subscribers.set_init_target((sender[0], port))
+            self.bus.publish("subscribers", targets=self.subscribers.describe())
         self.session.session_init(name, reply_port)
 
     def _subscribe(self, sender, host, port):

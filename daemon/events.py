@@ -31,6 +31,8 @@ KINDS = (
     "param",  # a parameter change (name, value, once)
     "track",  # a track created or removed
     "subscribers",  # the reply targets changed
+    "osc",  # one OSC message in or out (direction, peer, address, args); only with traffic events on
+    "local",  # a message from an in-process caller (the monitor): address, args, and error if refused
 )
 
 

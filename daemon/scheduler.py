@@ -218,12 +218,14 @@ class Scheduler:
                      min(onset[i] / bar_ticks, 0.9999), min(max(duration[i] / bar_ticks, 0.0001), 1.0)),
                 )  # fmt: skip
             session.broadcast("/midigpt/generated/close", (track_id, bar))
+            features = None
             if len(pitch):
                 features = bar_features(onset, duration, pitch, velocity, num, bar_ticks)
                 session.broadcast("/midigpt/generated/features", (track_id, bar, *features))
             self.bus.publish(
-                "generated", track_id=track_id, bar_index=bar, meter=(num, den),
+                "generated", track_id=track_id, bar_index=bar, meter=(num, den), bar_ticks=bar_ticks,
                 notes=np.stack([onset, duration, pitch, velocity], axis=1).tolist(),
+                features=None if features is None else [float(f) for f in features],
             )  # fmt: skip
 
     def _report_queued(self, job: Job, level: int) -> None:
@@ -254,7 +256,7 @@ class Scheduler:
             report["slack_ms"] = round(1e3 * (outcome.deadline - time.monotonic()), 1)
         self.last_job = report
         self.session.broadcast("/midigpt/job", (json.dumps(report),))
-        self.bus.publish("job", **report)
+        self.bus.publish("job", **report, sampled_attrs=dict(outcome.sampled_attrs or {}) if status == "done" else None)
 
     def describe(self) -> dict[str, Any]:
         return {

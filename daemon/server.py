@@ -172,6 +172,9 @@ class OscServer(asyncio.DatagramProtocol):
         self.allow = allow or []
         self.rate_limiter = rate_limiter or RateLimiter()
         self.on_error = on_error
+        # (direction "in"/"out", peer, address, args) per message, for the monitor's traffic log;
+        # None (the default) costs nothing.
+        self.on_traffic: Callable[[str, str, str, tuple], None] | None = None
         self.counters = Counters()
         self.transport: asyncio.DatagramTransport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -255,6 +258,8 @@ class OscServer(asyncio.DatagramProtocol):
         return any(ip in network for network in self.allow)
 
     def _route(self, sender: tuple[str, int], message: OscMessage) -> None:
+        if self.on_traffic is not None:
+            self.on_traffic("in", f"{sender[0]}:{sender[1]}", message.address, tuple(message.params))
         for handler in self.dispatcher.handlers_for_address(message.address):
             handler.invoke(sender, message)
 
@@ -290,6 +295,8 @@ class OscServer(asyncio.DatagramProtocol):
     def reply(self, sender: tuple[str, int], address: str, args: tuple) -> None:
         """Straight to the socket: a reply (pong, state, error) is one datagram per target and must
         not wait behind a paced burst of generated notes for other listeners."""
+        if self.on_traffic is not None:
+            self.on_traffic("out", f"{sender[0]}:{sender[1]}", address, args)
         if self.transport is None:
             self._enqueue(address, args, self.reply_targets(sender))
             return
@@ -305,6 +312,8 @@ class OscServer(asyncio.DatagramProtocol):
 
     def broadcast(self, address: str, args: tuple) -> None:
         """To every subscriber, in order with everything else queued."""
+        if self.on_traffic is not None:
+            self.on_traffic("out", "subscribers", address, args)
         self._enqueue(address, args, self.subscribers.targets())
 
     def _enqueue(self, address: str, args: tuple, targets: Iterable[tuple[str, int]]) -> None:
