@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sideman-installed
+FRONTEND := web_monitor/frontend
+NODE_STAMP := $(FRONTEND)/node_modules/.sideman-installed
 
 .PHONY: setup demo test lint bench clean
 
@@ -15,12 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The monitor's front-end packages, from the npm registry through the lockfile.
+$(NODE_STAMP): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
+	npm ci --prefix $(FRONTEND) --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
-demo: $(STAMP)
+setup: $(STAMP) $(NODE_STAMP)
+
+demo: $(STAMP) $(NODE_STAMP)
 	$(BIN)/sideman generate --demo --random-init --track 3 --bars 4-7 demo-in.mid demo-out.mid
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
+	node --test $(FRONTEND)/test/
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -31,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/sideman bench generate
 
 clean:
-	rm -rf $(VENV) demo-in.mid demo-out.mid
+	rm -rf $(VENV) $(FRONTEND)/node_modules demo-in.mid demo-out.mid

@@ -161,7 +161,12 @@ class Daemon:
         handler's replies ``[(address, args), ...]``; a refusal raises its ``ProtocolError``.
         Only the addresses of ``LOCAL_ADDRESSES`` are accepted: this is a session API, not a
         relay."""
-        return asyncio.run_coroutine_threadsafe(self._call(address, args), self._loop)
+        loop = getattr(self, "_loop", None)
+        if loop is None or loop.is_closed() or self._stop.is_set():
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            future.set_exception(ProtocolError(ErrorCode.GENERATION, f"{address}: the daemon is not running"))
+            return future
+        return asyncio.run_coroutine_threadsafe(self._call(address, args), loop)
 
     async def _call(self, address: str, args: tuple) -> list[tuple[str, tuple]]:
         try:
@@ -174,6 +179,11 @@ class Daemon:
         except ProtocolError as exc:
             self.bus.publish("local", address=address, args=args, error=exc.message, code=int(exc.code))
             raise
+        except Exception as exc:  # a handler bug: reported like OSC does (error 5), never silent
+            log.exception("in-process %s failed", address)
+            message = f"{address}: internal error: {type(exc).__name__}: {exc}"
+            self.bus.publish("local", address=address, args=args, error=message, code=int(ErrorCode.GENERATION))
+            raise ProtocolError(ErrorCode.GENERATION, message) from exc
         self.bus.publish("local", address=address, args=args, error=None, code=0)
         return replies
 

@@ -63,6 +63,7 @@ class ServeArgs:
     params: tuple[tuple[str, str], ...] = DEFAULT_PARAMS
     threads: int = 1
     in_process: bool = False  # the model in the daemon's own process (the baseline of the ping figures)
+    monitor: bool = False  # start the web monitor too (on a free port; DaemonChild.monitor_url)
 
     def argv(self) -> list[str]:
         argv = ["--model", self.model] if self.model else ["--random-init"]
@@ -85,7 +86,9 @@ class DaemonChild:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if numba_cache is not None:
             env["NUMBA_CACHE_DIR"] = str(numba_cache)
-        argv = [sys.executable, "-m", "sideman.daemon.cli", "serve", "--port", "0", "--no-monitor", *serve.argv()]
+        monitor = ["--monitor-port", "0"] if serve.monitor else ["--no-monitor"]
+        argv = [sys.executable, "-m", "sideman.daemon.cli", "serve", "--port", "0", *monitor, *serve.argv()]
+        self.monitor_url = ""
         started = time.perf_counter()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.stderr: list[str] = []
@@ -93,6 +96,12 @@ class DaemonChild:
         self.ready_line = ""
         self.address = self._wait_ready(timeout)
         self.ready_s = time.perf_counter() - started
+        if serve.monitor:
+            line = self.proc.stdout.readline()
+            match = re.search(r"web monitor on (http://\S+)", line)
+            if match is None:
+                raise RuntimeError(f"expected the monitor's address after the ready line, got {line!r}")
+            self.monitor_url = match.group(1)
         threading.Thread(target=self._pump, args=(self.proc.stdout, []), daemon=True).start()
 
     @staticmethod

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub, _add_model_arguments)
 
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("suite", choices=["tokenizer", "generate", "daemon"])
+    bench.add_argument("suite", choices=["tokenizer", "generate", "daemon", "monitor"])
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke run)")
     bench.add_argument(
         "--threads", type=int, default=None, help="torch threads (generate suite: default 2; daemon suite: serve's 1)"
@@ -259,6 +259,14 @@ def _load_engine_or_fail(args: argparse.Namespace):
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.suite == "monitor":
+        from sideman.web_monitor.bench import run_monitor_bench
+
+        try:
+            run_monitor_bench(quick=args.quick, model=args.model)
+        except (RuntimeError, TimeoutError) as exc:
+            raise CliError(str(exc)) from exc
+        return 0
     if args.suite == "daemon":
         from sideman.daemon.bench import run_daemon_bench
 

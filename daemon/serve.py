@@ -66,8 +66,15 @@ def add_serve_parser(sub: Any, add_model_arguments: Any) -> None:
     )
     serve.add_argument("--save-dir", type=Path, default=Path("."), help="directory /midigpt/session/save writes into (default: current)")
     serve.add_argument("--retain-bars", type=int, default=64, help="bars kept in memory; older ones go to the session journal")
-    serve.add_argument("--monitor-port", type=int, default=8000, help="web monitor port (the monitor is not part of this release yet)")
+    serve.add_argument("--monitor-port", type=int, default=5000, help="web monitor port on 127.0.0.1 (default 5000; 0 picks a free one)")
     serve.add_argument("--no-monitor", action="store_true", help="do not start the web monitor")
+    serve.add_argument(
+        "--monitor-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another origin allowed to use the monitor and HTTP API (e.g. http://localhost:3000); repeatable; default: same origin only",
+    )
     serve.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--list-messages", action="store_true", help="print the OSC messages sideman accepts and exit")
 
@@ -161,26 +168,50 @@ def run_serve(args: argparse.Namespace, load_engine: Any, cli_error: type[Except
         threads=max(1, args.threads),
         save_dir=args.save_dir,
         retain_bars=args.retain_bars,
+        traffic_events=not args.no_monitor,
     )
     try:
         daemon = Daemon(engine, options)
     except ValueError as exc:
         raise cli_error(str(exc)) from None
-    if not args.no_monitor:
-        log.info("the web monitor is not part of this release; serving OSC only")
+    monitor = None
 
     async def main() -> None:
+        nonlocal monitor
         try:
             host, port = await daemon.start()
         except (OSError, ValueError) as exc:
             raise cli_error(str(exc)) from None
+        if not args.no_monitor:
+            monitor = start_monitor(daemon, engine, args, cli_error)
         print(
             f"sideman ready on {host}:{port} (model {engine.name}, {engine.precision}; "
             f"load + warm-up {time.perf_counter() - started:.1f} s, warm-up {warm_s:.1f} s)",
             flush=True,
         )
+        if monitor is not None:
+            print(f"web monitor on http://{monitor.address[0]}:{monitor.address[1]}/", flush=True)
         await daemon.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        close_engine = getattr(engine, "close", None)
+        if close_engine is not None:
+            close_engine()
     print("sideman stopped", file=sys.stderr)
     return 0
+
+
+def start_monitor(daemon: Any, engine: Any, args: argparse.Namespace, cli_error: type[Exception]) -> Any:
+    """The web monitor on 127.0.0.1:--monitor-port, in this process (web_monitor/server.py)."""
+    from sideman.web_monitor.server import Monitor, MonitorError
+
+    monitor = Monitor(daemon, engine, port=args.monitor_port, allowed_origins=tuple(args.monitor_origin))
+    try:
+        monitor.start()
+    except MonitorError as exc:
+        raise cli_error(str(exc)) from None
+    return monitor

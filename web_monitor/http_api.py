@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import PurePath
 from typing import Any
@@ -73,9 +73,15 @@ def _invalid(field: str, message: str) -> ApiError:
 
 
 def create_http_api(
-    engine: Any, *, engine_lock: threading.Lock | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    engine: Any,
+    *,
+    engine_lock: threading.Lock | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    busy: Callable[[], str | None] | None = None,
 ) -> Blueprint:
-    """The blueprint "http_api"; ``engine_lock`` (a private one when None) serialises generations."""
+    """The blueprint "http_api"; ``engine_lock`` (a private one when None) serialises generations.
+    ``busy()`` returning a reason refuses ``/generate`` with 409 (the daemon's live session has the
+    model: a stateless request would delay its bars)."""
     api = Blueprint("http_api", __name__)
     lock = engine_lock if engine_lock is not None else threading.Lock()
 
@@ -123,6 +129,9 @@ def create_http_api(
 
     @api.post("/generate")
     def generate() -> Any:
+        reason = busy() if busy is not None else None
+        if reason:
+            raise ApiError(409, "busy", reason)
         mimetype = request.mimetype.lower()
         if mimetype == JSON_TYPE:
             return _generate_json(engine, lock)

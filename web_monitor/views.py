@@ -20,6 +20,7 @@ from typing import Any
 from sideman.daemon.events import Event
 from sideman.daemon.params import (
     AGENT_TRACK_PARAMS,
+    CAPABILITY_ATTRIBUTES,
     CONDITIONING_TRACK_PARAMS,
     GLOBAL_PARAMS,
     ParamSpec,
@@ -61,7 +62,7 @@ def model_info(engine: Any, *, limits: Mapping[str, int], demo: Mapping[str, Any
         params.append(param_info(spec, choices))
     track_params = {**CONDITIONING_TRACK_PARAMS, **AGENT_TRACK_PARAMS}
     attributes = []
-    for name in capabilities(config):
+    for name in CAPABILITY_ATTRIBUTES:  # the attributes; capabilities() also has supports_* flags
         levels = attribute_levels(config, name) if name in known else 0
         attributes.append({"name": name, "levels": levels, "labels": [str(i) for i in range(levels)], "supported": name in known})
     return {
@@ -271,6 +272,10 @@ class MonitorView:
                     self._budgets.popitem(last=False)
         else:
             job.setdefault("budget_ms", self._budgets.pop(job["job_id"], None))
+            counts = self.session.setdefault("jobs", {})
+            counts[job["status"]] = counts.get(job["status"], 0) + 1
+            self.session["degraded"] = job.get("degraded", self.session.get("degraded", 0))
+            self._pending["session"] = self.session
             if self.status == "generating":
                 self.status = "ready"
                 self.session["status"] = self.status

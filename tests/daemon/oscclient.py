@@ -6,6 +6,7 @@ sender) is this client. Messages are built with python-osc; ``send_raw`` sends a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -124,11 +126,13 @@ class DaemonProcess:
 
     READY = re.compile(r"sideman ready on ([\d.]+):(\d+)")
 
+    SERVE_ARGS: tuple[str, ...] = ("--port", "0", "--no-monitor")
+
     def __init__(self, *args: str, timeout: float = 120.0, cwd: Path | None = None) -> None:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sideman.daemon.cli", "serve", "--port", "0", "--no-monitor", *args],
+            [sys.executable, "-m", "sideman.daemon.cli", "serve", *self.SERVE_ARGS, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
         )  # fmt: skip
         self.output: list[str] = []
@@ -164,3 +168,42 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
+
+
+class InProcessDaemon:
+    """A ``Daemon`` on its own asyncio loop in a background thread, for tests that need its event
+    bus or ``call()``; records every error the loop's exception handler sees."""
+
+    def __init__(self, engine: Any, options: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop_errors: list[dict] = []
+        self.loop.set_exception_handler(lambda loop, context: self.loop_errors.append(context))
+        self.daemon: Any = None
+        self._started = threading.Event()
+        self._options = options
+        self._engine = engine
+        self.thread = threading.Thread(target=self._run, name="test-daemon", daemon=True)
+        self.thread.start()
+        if not self._started.wait(60) or self.daemon.address is None:
+            raise RuntimeError("in-process daemon did not start")
+        self.address = ("127.0.0.1", self.daemon.address[1])
+
+    def _run(self) -> None:
+        from sideman.daemon.app import Daemon
+
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.daemon = Daemon(self._engine, self._options)
+            try:
+                await self.daemon.start()
+            finally:
+                self._started.set()
+            await self.daemon.run(install_signals=False)
+
+        self.loop.run_until_complete(main())
+        self.loop.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.daemon.stop)
+        self.thread.join(20)

@@ -7,7 +7,6 @@ validation; the result is the handler's replies, a refusal raises its ``Protocol
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from pathlib import Path
@@ -19,42 +18,19 @@ from sideman.daemon.events import EventRecorder
 from sideman.daemon.protocol import INBOUND, ErrorCode, ProtocolError
 from sideman.engine.inference import InferenceEngine
 
+from .oscclient import InProcessDaemon
+
 FAST_DEFAULTS = {"density_hard_limit": 8, "model_dim": 4, "polyphony_hard_limit": 2}
 TIMEOUT_S = 10.0
 
 
-class DaemonThread:
-    """A ``Daemon`` (no monitor) on its own asyncio loop in a background thread."""
+class DaemonThread(InProcessDaemon):
+    """A ``Daemon`` (no monitor) on a tiny checkpoint, in this process."""
 
     def __init__(self, model_path: Path, save_dir: Path, **param_defaults: object) -> None:
         engine = InferenceEngine.from_checkpoint(model_path, device="cpu")
-        options = ServeOptions(
-            port=0, param_defaults={**FAST_DEFAULTS, **param_defaults}, save_dir=save_dir
-        )
-        self.loop = asyncio.new_event_loop()
-        self.daemon = Daemon(engine, options)
-        self._ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="test-daemon", daemon=True)
-        self.thread.start()
-        if not self._ready.wait(60) or self.daemon.address is None:
-            raise RuntimeError("the in-process daemon did not start")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def main() -> None:
-            try:
-                await self.daemon.start()
-            finally:
-                self._ready.set()
-            await self.daemon.run(install_signals=False)
-
-        self.loop.run_until_complete(main())
-        self.loop.close()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.daemon.stop)
-        self.thread.join(20)
+        options = ServeOptions(port=0, param_defaults={**FAST_DEFAULTS, **param_defaults}, save_dir=save_dir)
+        super().__init__(engine, options)
 
 
 @pytest.fixture(scope="module")

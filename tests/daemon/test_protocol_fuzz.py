@@ -11,7 +11,6 @@ plays a session in the same daemon, which must keep generating framed bars.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from sideman.daemon.app import Daemon, ServeOptions
+from sideman.daemon.app import ServeOptions
 from sideman.daemon.params import AGENT_TRACK_PARAMS, CAPABILITY_ATTRIBUTES, GLOBAL_PARAMS
 from sideman.daemon.protocol import (
     INBOUND,
@@ -42,7 +41,7 @@ from sideman.daemon.protocol import (
 from sideman.daemon.server import build_datagram
 from sideman.engine.inference import InferenceEngine
 
-from .oscclient import OscTestClient
+from .oscclient import InProcessDaemon, OscTestClient
 
 PIANO, BASS = 0, 1
 # The only messages the fuzzer sends when the table accepts them: the rest could end, reset,
@@ -69,42 +68,6 @@ INTERNAL = "internal error"
 
 
 # ---- the daemon in this process ---------------------------------------------------------------
-
-
-class InProcessDaemon:
-    """A ``Daemon`` on its own asyncio loop in a background thread; records every logged error."""
-
-    def __init__(self, engine: InferenceEngine, options: ServeOptions) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop_errors: list[dict] = []
-        self.loop.set_exception_handler(lambda loop, context: self.loop_errors.append(context))
-        self.daemon: Daemon | None = None
-        self._started = threading.Event()
-        self._options = options
-        self._engine = engine
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        if not self._started.wait(60) or self.daemon.address is None:
-            raise RuntimeError("in-process daemon did not start")
-        self.address = ("127.0.0.1", self.daemon.address[1])
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def main() -> None:
-            self.daemon = Daemon(self._engine, self._options)
-            try:
-                await self.daemon.start()
-            finally:
-                self._started.set()
-            await self.daemon.run(install_signals=False)
-
-        self.loop.run_until_complete(main())
-        self.loop.close()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.daemon.stop)
-        self.thread.join(20)
 
 
 class ErrorLog(logging.Handler):

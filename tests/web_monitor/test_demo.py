@@ -17,12 +17,9 @@ from collections.abc import Callable
 import mido
 import numpy as np
 import pytest
-import torch
 
 from sideman.daemon.events import EventRecorder
 from sideman.daemon.protocol import ErrorCode, ProtocolError
-from sideman.engine.checkpoint import save_bundle
-from sideman.engine.model import GPT2
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.vocab import EncoderConfig
 from sideman.web_monitor import pieces
@@ -37,7 +34,6 @@ from sideman.web_monitor.pieces import (
     load_piece,
 )
 
-from ..daemon.conftest import TINY
 from ..daemon.test_local_calls import DaemonThread
 
 FAST_BPM = 2000.0  # a 4/4 bar lasts 0.12 s
@@ -448,12 +444,8 @@ def test_bad_start_arguments_raise_value_error_naming_them(fake, performer, kwar
 
 # ---- end to end with the daemon ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    model = GPT2(TINY)
-    model.init_weights(torch.Generator().manual_seed(0))
-    path = tmp_path_factory.mktemp("demo-model") / "tiny.safetensors"
-    save_bundle(path, model, TINY, EncoderConfig.yellow())
-    server = DaemonThread(path, tmp_path_factory.mktemp("demo-saves"), buffer_bars=2)
+def daemon(tiny_model, tmp_path_factory):
+    server = DaemonThread(tiny_model, tmp_path_factory.mktemp("demo-saves"), buffer_bars=2)
     yield server.daemon
     server.stop()
     assert not server.thread.is_alive()

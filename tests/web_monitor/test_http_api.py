@@ -393,3 +393,14 @@ def test_an_unexpected_engine_error_is_a_json_500_not_a_traceback_page(engine, b
     client = make_client(BrokenEngine(engine, RuntimeError("CUDA fell over")))
     error = error_of(client.post("/generate", json=body), 500)
     assert error["message"] == "RuntimeError: CUDA fell over"
+
+
+def test_generate_is_refused_while_the_daemons_live_session_has_the_model(engine):
+    from flask import Flask
+
+    from sideman.web_monitor.http_api import create_http_api
+
+    app = Flask(__name__)
+    app.register_blueprint(create_http_api(engine, busy=lambda: "a live session is running"))
+    response = app.test_client().post("/generate", json={"score": {}, "request": {}})
+    assert response.status_code == 409 and "live session" in response.get_json()["error"]["message"]

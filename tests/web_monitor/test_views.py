@@ -164,4 +164,5 @@ def test_model_info_has_the_real_ranges_and_attribute_sizes(engine):
     assert params["buffer_bars"]["structural"] and not params["temperature"]["structural"]
     levels = {a["name"]: a["levels"] for a in info["attributes"] if a["supported"]}
     assert levels["max_polyphony"] == 10 and levels["min_note_duration"] == 6
+    assert not [a for a in info["attributes"] if a["name"].startswith("supports_")]  # flags are not attributes
     assert info["capabilities"] and info["limits"] == {"roll_bars": 32}
