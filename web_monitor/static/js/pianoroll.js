@@ -11,6 +11,7 @@ const DRUM_ROW = 5; // px per drum sound in the drum lane
 // The canvas is redrawn when its content changes, at most this often; the playhead between
 // redraws is a DOM overlay moved by a compositor-only transform, so playback costs no canvas work.
 const MIN_REDRAW_MS = 60;
+const PLAYHEAD_STEPS = 16; // playhead positions per bar
 
 /** The bar position now: from a fresh CLOCK (smooth), else the session playhead. */
 function playheadPosition(model, nowUnix) {
@@ -133,7 +134,9 @@ export function createPianoRoll(canvas, legendNode, invalidate) {
 
   function movePlayhead(position) {
     if (!xOfDrawn) return;
-    const x = Math.round(xOfDrawn(position) * 2) / 2;
+    // Sixteenth-of-a-bar steps: every move is a composited frame, and with the model busy on one
+    // core a smooth 60 fps playhead costs the daemon CPU time it needs (README, Performance).
+    const x = Math.round(xOfDrawn(Math.floor(position * PLAYHEAD_STEPS) / PLAYHEAD_STEPS));
     if (x === playheadX) return;
     playheadX = x;
     playheadNode.style.transform = `translate3d(${x - 1}px, 0, 0)`;
