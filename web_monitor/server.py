@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -297,8 +298,6 @@ class Monitor:
                 log.exception("monitor update failed")
 
     def _emit_once(self) -> None:
-        import time
-
         now = time.monotonic()
         if self.view.session_dirty and now - self._last_state >= STATE_REFRESH_S:
             self._last_state = now
