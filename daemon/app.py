@@ -22,7 +22,7 @@ from typing import Any
 from sideman.daemon.controls import CONTROL_HANDLERS, ControlHandlers
 from sideman.daemon.events import EventBus
 from sideman.daemon.heartbeat import Heartbeat, heartbeat_payload
-from sideman.daemon.protocol import INBOUND, ErrorCode, ProtocolError, check_state, validate
+from sideman.daemon.protocol import INBOUND, ErrorCode, ProtocolError
 from sideman.daemon.scheduler import Scheduler
 from sideman.daemon.server import OscServer, RateLimiter, is_loopback, parse_networks
 from sideman.daemon.session import Session, SessionConfig
@@ -172,18 +172,10 @@ class Daemon:
         try:
             if address not in LOCAL_ADDRESSES:
                 raise ProtocolError(ErrorCode.INVALID_PARAM, f"{address}: not available to in-process callers")
-            spec = INBOUND[address]
-            check_state(spec, self.session.state)
-            values = validate(spec, args)
-            replies = list(self.server.handlers[spec.handler](LOCAL_SENDER, *values) or ())
+            replies = self.server.handle(LOCAL_SENDER, INBOUND[address], args)
         except ProtocolError as exc:
             self.bus.publish("local", address=address, args=args, error=exc.message, code=int(exc.code))
             raise
-        except Exception as exc:  # a handler bug: reported like OSC does (error 5), never silent
-            log.exception("in-process %s failed", address)
-            message = f"{address}: internal error: {type(exc).__name__}: {exc}"
-            self.bus.publish("local", address=address, args=args, error=message, code=int(ErrorCode.GENERATION))
-            raise ProtocolError(ErrorCode.GENERATION, message) from exc
         self.bus.publish("local", address=address, args=args, error=None, code=0)
         return replies
 

@@ -18,7 +18,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,18 +272,27 @@ class OscServer(asyncio.DatagramProtocol):
         self.reply_error(sender, ErrorCode.INVALID_PARAM, f"{address}: unknown address (sideman serve --list-messages lists them)")
 
     def _message(self, sender: tuple[str, int], address: str, fixed: list, *args: Any) -> None:
-        spec: MessageSpec = fixed[0]
+        try:
+            replies = self.handle(sender, fixed[0], args)
+        except ProtocolError as exc:
+            self.reply_error(sender, exc.code, exc.message)
+            return
+        for reply_address, reply_args in replies:
+            self.reply(sender, reply_address, reply_args)
+
+    def handle(self, sender: tuple[str, int], spec: MessageSpec, args: Sequence[Any]) -> list[tuple[str, tuple]]:
+        """Check the state, validate the arguments and run the handler of one message; its replies.
+        A refusal raises its ``ProtocolError``; a handler bug is logged and raised as error 5, so it
+        never takes the endpoint down (D4). OSC and in-process callers (``Daemon.call``) share it."""
         try:
             check_state(spec, self.state_of())
             values = validate(spec, args)
-            replies = self.handlers[spec.handler](sender, *values)
-            for reply_address, reply_args in replies or ():
-                self.reply(sender, reply_address, reply_args)
-        except ProtocolError as exc:
-            self.reply_error(sender, exc.code, exc.message)
-        except Exception as exc:  # a bug must never take the endpoint down; report it (D4)
-            log.exception("handler for %s failed", address)
-            self.reply_error(sender, ErrorCode.GENERATION, f"{address}: internal error: {type(exc).__name__}: {exc}")
+            return list(self.handlers[spec.handler](sender, *values) or ())
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            log.exception("handler for %s failed", spec.address)
+            raise ProtocolError(ErrorCode.GENERATION, f"{spec.address}: internal error: {type(exc).__name__}: {exc}") from exc
 
     # ---- sending ---------------------------------------------------------------------------
     def reply_targets(self, sender: tuple[str, int]) -> list[tuple[str, int]]:
