@@ -26,10 +26,11 @@ import numpy as np
 
 from sideman.engine.midi_io import MidiFileError, TimeSignatureError, read_midi
 from sideman.engine.score import NoteArrays, Score, TrackInfo
+from sideman.engine.train.music21_scores import CHORALE_PROGRAMS, music21_parts
 
 RESOLUTION = 12  # ticks per quarter of the yellow vocabulary
 VOICE_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
-VOICE_PROGRAMS = (73, 68, 71, 70)  # flute, oboe, clarinet, bassoon
+VOICE_PROGRAMS = CHORALE_PROGRAMS  # flute, oboe, clarinet, bassoon (training voices them alike)
 VOICE_VELOCITIES = (88, 76, 76, 80)  # the melody a little forward, the bass under it
 MAX_UPLOAD_BARS = 32
 MAX_UPLOAD_VOICES = 8
@@ -113,21 +114,22 @@ def _chorale_score(piece_id: str) -> Score:
     pickup = pickup if pickup < bar_ticks else 0
     loop_ticks = -(-_ticks(work.highestTime) // bar_ticks) * bar_ticks  # whole bars
 
-    rows = []
-    for voice, part in enumerate(work.parts):
+    columns = []
+    for voice, part in enumerate(music21_parts(work, RESOLUTION)):
+        start = part.onset - pickup
+        start = np.where(start < 0, start + loop_ticks, start)  # the pickup leads into bar 0
+        duration = np.minimum(part.duration, loop_ticks - start)
         velocity = VOICE_VELOCITIES[min(voice, len(VOICE_VELOCITIES) - 1)]
-        for element in part.stripTies().flatten().notes:
-            duration = _ticks(element.duration.quarterLength)
-            if duration <= 0:
-                continue  # a grace note
-            start = _ticks(element.offset) - pickup
-            if start < 0:
-                start += loop_ticks  # the pickup leads into the loop's first downbeat
-            duration = min(duration, loop_ticks - start)
-            for pitch in element.pitches:
-                rows.append(
-                    (voice, start // bar_ticks, start % bar_ticks, duration, pitch.midi, velocity)
-                )
+        columns.append(
+            NoteArrays(
+                np.full(len(start), voice),
+                start // bar_ticks,
+                start % bar_ticks,
+                duration,
+                part.pitch,
+                np.full(len(start), velocity),
+            )
+        )
     tracks = [
         TrackInfo(program=VOICE_PROGRAMS[voice % 4], name=part.partName or VOICE_NAMES[voice % 4])
         for voice, part in enumerate(work.parts)
@@ -137,7 +139,7 @@ def _chorale_score(piece_id: str) -> Score:
         resolution=RESOLUTION,
         time_signatures=np.tile(np.asarray((numerator, denominator), dtype=np.int32), (n_bars, 1)),
         track_info=tracks,
-        notes=NoteArrays.from_rows(rows),
+        notes=NoteArrays.concatenate(columns).sorted(),
     )
 
 

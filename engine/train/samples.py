@@ -1,0 +1,359 @@
+"""Training samples: random windows of corpus pieces as yellow token sequences.
+
+Every draw comes from the stream's own ``numpy.random.Generator`` (seeded), so a stream is
+reproducible and shares no state. One sample:
+
+1. **Piece**, weighted by its bar count (every bar about equally likely), among the pieces with
+   at least ``min(num_bars_map)`` bars.
+2. **Window** of ``num_bars_map`` bars (4 or 8 for yellow, uniform over the lengths the piece
+   holds), uniform start. Tracks without a note in the window are left out; a window without
+   notes is drawn again. NumBars is the window length.
+3. **Transposition**: a uniform whole number of semitones in ``transpose`` (inclusive), narrowed
+   so that no melodic pitch of the window leaves 0..127; drum tracks never move.
+4. **Kind**:
+
+   * *infill* (``infill_probability`` = 0.5): PieceStart(1), target bars replaced by
+     FillInPlaceholder and their notes in FillIn blocks after the last track (tokens.md §8.1).
+     Half the time one track is the target, otherwise 2..all tracks; per target track, half the
+     time a contiguous span of bars (the planner's ``bars_per_step`` shape), otherwise each bar with
+     probability 1/2. Only bars with notes become targets: the sampler forbids empty fill blocks.
+     0.5 because the spec gives no figure and the daemon's usual request is an infill of one
+     track, while the other half keeps whole-track generation well trained.
+   * *autoregressive* (``ar_probability`` = 0.3): the generating track(s) moved to the end, in
+     the layout of an autoregressive prompt (§8.2) continued to its TrackEnd: one track three
+     times in four, otherwise 2..all tracks (in score order among themselves).
+   * *plain* (the remaining 0.2): every track in score order.
+
+5. **Masked bars** (``mask_probability`` = 0.15 of infill and autoregressive samples): from a
+   random bar to the window's end, the bars of some context tracks (never a fill target, never a
+   generating track) become empty shells ``Bar TimeSig BarEnd``: the shape of the "future" bars
+   the daemon cannot know yet (mask modes of §11.3; yellow has no MaskBar token).
+6. **Attributes** come from the tokenizer over every bar of the window (targets included, so a
+   value describes the bars the model writes, as an attribute request does). Each track keeps them
+   with ``attribute_probability`` = 0.8; otherwise it has none, like a fully generated track.
+7. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
+   smaller ``num_bars_map`` value, same start), then with one random track fewer at a time; it
+   is never cut.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sideman.engine.score import NoteArrays, Score, TrackInfo
+from sideman.engine.tokenizer import BarMode, Tokenizer
+from sideman.engine.train.corpus import Piece
+from sideman.engine.vocab import EncoderConfig
+
+KINDS = ("infill", "autoregressive", "plain")
+_WINDOW_DRAWS = 200  # windows tried before a stream gives up (every one too long or empty)
+
+
+class SampleConfigError(ValueError):
+    """A sampling setting out of range; the message names the field."""
+
+
+class SampleError(RuntimeError):
+    """No sample can be drawn: no usable piece, or no window fits ``max_len``."""
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Probabilities and limits of the sampling scheme (module docstring)."""
+
+    infill_probability: float = 0.5
+    ar_probability: float = 0.3  # of all samples; plain = 1 - infill - ar
+    mask_probability: float = 0.15  # of infill and autoregressive samples
+    attribute_probability: float = 0.8  # per track
+    transpose: tuple[int, int] = (-5, 6)  # semitones, both ends included
+    max_len: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "infill_probability",
+            "ar_probability",
+            "mask_probability",
+            "attribute_probability",
+        ):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise SampleConfigError(f"{name} must be in [0, 1], got {value}")
+        if self.infill_probability + self.ar_probability > 1:
+            raise SampleConfigError(
+                f"infill_probability + ar_probability must be <= 1, got "
+                f"{self.infill_probability} + {self.ar_probability}"
+            )
+        low, high = self.transpose
+        if low > high:
+            raise SampleConfigError(
+                f"transpose must be (low, high) with low <= high, got {self.transpose}"
+            )
+        if self.max_len < 2:
+            raise SampleConfigError(f"max_len must be >= 2, got {self.max_len}")
+
+
+DEFAULT_CONFIG = SampleConfig()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training sequence and what it was drawn from (for tests, debugging and metrics)."""
+
+    ids: np.ndarray  # (n,) int64 token ids
+    kind: str  # one of KINDS
+    piece_id: str
+    start_bar: int  # first bar of the window in the piece
+    transpose: int  # semitones added to every melodic pitch
+    source_tracks: tuple[int, ...]  # piece track of each window track
+    window: Score  # the window as encoded: kept tracks in piece order, transposed, bars from 0
+    track_order: tuple[int, ...]  # window tracks in emitted order
+    bar_modes: np.ndarray  # (n_tracks, n_bars) BarMode
+    attributes: np.ndarray  # (n_tracks, 5) emitted attribute values, -1 = none
+    fill_targets: tuple[tuple[int, int], ...]  # (window track, bar) in fill-block order
+
+
+@dataclass(frozen=True)
+class _PieceData:
+    """A piece prepared for fast windowing: notes also ordered by bar."""
+
+    id: str
+    score: Score
+    is_drum: np.ndarray  # (n_tracks,) bool
+    by_bar: np.ndarray  # note indices sorted by bar (stable)
+    bar_sorted: np.ndarray  # notes.bar[by_bar]
+
+
+class SampleStream:
+    """An endless, seeded iterator of training sequences (int64 token ids, 2 <= len <= max_len)."""
+
+    def __init__(
+        self,
+        pieces: Sequence[Piece],
+        encoder_config: EncoderConfig,
+        config: SampleConfig = DEFAULT_CONFIG,
+        seed: int = 0,
+    ):
+        self.config = config
+        self.tokenizer = Tokenizer(encoder_config)
+        self._window_sizes = np.array(sorted(encoder_config.num_bars_map), dtype=np.int64)
+        if not len(self._window_sizes):
+            raise SampleConfigError("the encoder config has an empty num_bars_map")
+        self._pieces = [_prepare(piece, self.tokenizer) for piece in pieces]
+        self._pieces = [
+            p
+            for p in self._pieces
+            if p.score.n_bars >= self._window_sizes[0] and len(p.score.notes)
+        ]
+        if not self._pieces:
+            raise SampleError(
+                f"none of the {len(pieces)} pieces has notes and at least "
+                f"{self._window_sizes[0]} bars (the shortest window)"
+            )
+        self._cumulative_bars = np.cumsum([p.score.n_bars for p in self._pieces], dtype=np.float64)
+        self._rng = np.random.default_rng(seed)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return self.next_sample().ids
+
+    def next_sample(self) -> Sample:
+        """The next sample with everything it was drawn from."""
+        rng = self._rng
+        for _ in range(_WINDOW_DRAWS):
+            piece = self._draw_piece()
+            sizes = self._window_sizes[self._window_sizes <= piece.score.n_bars]
+            size = int(rng.choice(sizes))
+            start = int(rng.integers(0, piece.score.n_bars - size + 1))
+            window_notes = _notes_in_bars(piece, start, size)
+            tracks = np.unique(piece.score.notes.track[window_notes])
+            if not len(tracks):
+                continue
+            interval = self._interval(piece, window_notes)
+            while True:
+                sample = self._plan_and_encode(piece, start, size, tracks, interval)
+                if sample is not None and len(sample.ids) <= self.config.max_len:
+                    return sample
+                smaller = self._window_sizes[self._window_sizes < size]
+                if len(smaller):
+                    size = int(smaller[-1])
+                elif len(tracks) > 1:
+                    tracks = np.delete(tracks, int(rng.integers(0, len(tracks))))
+                else:
+                    break
+        raise SampleError(
+            f"no window of {_WINDOW_DRAWS} drawn fits max_len={self.config.max_len} tokens"
+        )
+
+    # ---- one window ----------------------------------------------------------------------
+    def _draw_piece(self) -> _PieceData:
+        """A piece, with probability proportional to its bar count."""
+        position = self._rng.random() * self._cumulative_bars[-1]
+        return self._pieces[int(np.searchsorted(self._cumulative_bars, position, side="right"))]
+
+    def _interval(self, piece: _PieceData, window_notes: np.ndarray) -> int:
+        low, high = self.config.transpose
+        notes = piece.score.notes
+        melodic = window_notes[~piece.is_drum[notes.track[window_notes]]]
+        if len(melodic):
+            low = max(low, -int(notes.pitch[melodic].min()))
+            high = min(high, 127 - int(notes.pitch[melodic].max()))
+        if low > high:
+            return 0
+        return int(self._rng.integers(low, high + 1))
+
+    def _plan_and_encode(
+        self, piece: _PieceData, start: int, size: int, tracks: np.ndarray, interval: int
+    ) -> Sample | None:
+        """The window's tracks that have notes, planned and encoded; None when none has notes."""
+        window, kept = _window(piece, start, size, tracks, interval)
+        if window.n_tracks == 0:
+            return None
+        rng, config = self._rng, self.config
+        cells = np.zeros((window.n_tracks, size), dtype=np.bool_)
+        cells[window.notes.track, window.notes.bar] = True
+        draw = rng.random()
+        modes = np.zeros(cells.shape, dtype=np.int8)
+        order = list(range(window.n_tracks))
+        if draw < config.infill_probability:
+            kind, modes = "infill", _infill_modes(rng, cells)
+            maskable = np.arange(window.n_tracks)  # their bars that are not fill targets
+        elif draw < config.infill_probability + config.ar_probability:
+            kind, maskable = "autoregressive", _context_tracks(rng, window.n_tracks)
+            order = maskable.tolist() + [t for t in order if t not in maskable]
+        else:
+            kind, maskable = "plain", np.zeros(0, dtype=np.int64)
+        if size > 1 and len(maskable) and rng.random() < config.mask_probability:
+            _mask_future(rng, modes, maskable)
+        attributes = self.tokenizer.compute_attributes(window)
+        attributes[rng.random(window.n_tracks) >= config.attribute_probability] = -1
+        encoded = self.tokenizer.encode_window(
+            window, num_bars=size, track_order=order, bar_modes=modes, attributes=attributes
+        )
+        return Sample(
+            ids=encoded.ids.astype(np.int64),
+            kind=kind,
+            piece_id=piece.id,
+            start_bar=start,
+            transpose=interval,
+            source_tracks=tuple(int(t) for t in kept),
+            window=window,
+            track_order=tuple(order),
+            bar_modes=modes,
+            attributes=attributes,
+            fill_targets=encoded.fill_targets,
+        )
+
+
+def validation_set(
+    pieces: Sequence[Piece],
+    encoder_config: EncoderConfig,
+    n: int,
+    seed: int = 0,
+    config: SampleConfig = DEFAULT_CONFIG,
+) -> list[np.ndarray]:
+    """The first ``n`` sequences of a stream seeded with ``seed``: fixed and reproducible."""
+    return list(itertools.islice(SampleStream(pieces, encoder_config, config, seed), n))
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _prepare(piece: Piece, tokenizer: Tokenizer) -> _PieceData:
+    score = tokenizer.to_grid(piece.score)
+    config = tokenizer.config
+    unknown = {
+        (int(n), int(d)) for n, d in score.time_signatures if config.time_signature_index(n, d) < 0
+    }
+    if unknown:
+        meters = ", ".join(f"{n}/{d}" for n, d in sorted(unknown))
+        raise SampleError(f"piece {piece.id!r} has meters outside the vocabulary: {meters}")
+    by_bar = np.argsort(score.notes.bar, kind="stable")
+    return _PieceData(
+        id=piece.id,
+        score=score,
+        is_drum=np.array([t.is_drum for t in score.track_info], dtype=np.bool_),
+        by_bar=by_bar,
+        bar_sorted=score.notes.bar[by_bar],
+    )
+
+
+def _notes_in_bars(piece: _PieceData, start: int, size: int) -> np.ndarray:
+    """Indices of the piece's notes in bars [start, start + size), in the notes' own order."""
+    low, high = np.searchsorted(piece.bar_sorted, (start, start + size))
+    return np.sort(piece.by_bar[low:high])
+
+
+def _window(
+    piece: _PieceData, start: int, size: int, tracks: np.ndarray, interval: int
+) -> tuple[Score, np.ndarray]:
+    """(window score, piece track of each window track): the listed tracks that have notes in the
+    bars, transposed, bars renumbered from 0."""
+    notes = piece.score.notes
+    index = _notes_in_bars(piece, start, size)
+    index = index[np.isin(notes.track[index], tracks)]
+    kept = np.unique(notes.track[index])
+    remap = np.full(piece.score.n_tracks, -1, dtype=np.int32)
+    remap[kept] = np.arange(len(kept), dtype=np.int32)
+    track = notes.track[index]
+    shift = np.where(piece.is_drum[track], 0, interval)
+    window_notes = NoteArrays(
+        remap[track],
+        notes.bar[index] - start,
+        notes.onset[index],
+        notes.duration[index],
+        notes.pitch[index] + shift,
+        notes.velocity[index],
+    )
+    info = [piece.score.track_info[int(t)] for t in kept]
+    window = Score(
+        resolution=piece.score.resolution,
+        time_signatures=piece.score.time_signatures[start : start + size],
+        track_info=[TrackInfo(program=t.program, is_drum=t.is_drum, name=t.name) for t in info],
+        notes=window_notes,
+        tempo=piece.score.tempo,
+    )
+    return window, kept
+
+
+def _infill_modes(rng: np.random.Generator, cells: np.ndarray) -> np.ndarray:
+    """Bar modes with FILL targets: one track half the time, else 2..all; per track a contiguous
+    span half the time, else each bar with probability 1/2; only bars with notes."""
+    n_tracks, n_bars = cells.shape
+    modes = np.zeros(cells.shape, dtype=np.int8)
+    n_targets = 1 if n_tracks == 1 or rng.random() < 0.5 else int(rng.integers(2, n_tracks + 1))
+    for track in rng.choice(n_tracks, n_targets, replace=False):
+        bars = np.flatnonzero(cells[track])
+        if rng.random() < 0.5:
+            length = int(rng.integers(1, n_bars + 1))
+            first = int(rng.integers(0, n_bars - length + 1))
+            chosen = bars[(bars >= first) & (bars < first + length)]
+        else:
+            chosen = bars[rng.random(len(bars)) < 0.5]
+        if not len(chosen):
+            chosen = bars[int(rng.integers(0, len(bars))) :][:1]
+        modes[track, chosen] = BarMode.FILL
+    return modes
+
+
+def _context_tracks(rng: np.random.Generator, n_tracks: int) -> np.ndarray:
+    """The tracks that stay ahead of the generating ones (which go last): all but one three times
+    in four, else all but 2..all."""
+    n_generating = 1 if n_tracks == 1 or rng.random() < 0.75 else int(rng.integers(2, n_tracks + 1))
+    generating = rng.choice(n_tracks, n_generating, replace=False)
+    return np.setdiff1d(np.arange(n_tracks), generating)
+
+
+def _mask_future(rng: np.random.Generator, modes: np.ndarray, tracks: np.ndarray) -> None:
+    """From a random bar on, NOTES bars of some of ``tracks`` (each with probability 1/2, at least
+    one) become MASKED shells, in place."""
+    first = int(rng.integers(1, modes.shape[1]))
+    chosen = tracks[rng.random(len(tracks)) < 0.5]
+    if not len(chosen):
+        chosen = tracks[int(rng.integers(0, len(tracks))) :][:1]
+    for track in chosen:
+        future = modes[track, first:]
+        future[future == BarMode.NOTES] = BarMode.MASKED

@@ -1,0 +1,304 @@
+"""Training samples: windows of a hand-built piece come back from the decoder as the window's notes.
+
+The piece has a melodic track and a drum track over 8 bars (six of 4/4, two of 3/4), with pitches
+and velocities that name their bar, so a decoded sample says which window and transposition it
+came from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sideman.engine.sampler import Constraints, Grammar
+from sideman.engine.score import NoteArrays, Score, TrackInfo
+from sideman.engine.tokenizer import BarMode, Tokenizer
+from sideman.engine.train.corpus import Piece
+from sideman.engine.train.samples import (
+    Sample,
+    SampleConfig,
+    SampleConfigError,
+    SampleError,
+    SampleStream,
+    validation_set,
+)
+from sideman.engine.vocab import EncoderConfig, TokenType
+
+YELLOW = EncoderConfig.yellow()
+TOKENIZER = Tokenizer(YELLOW)
+VOCAB = YELLOW.vocabulary
+PLACEHOLDER, FILL_START, FILL_END = (
+    VOCAB.encode(TokenType.FILL_IN_PLACEHOLDER),
+    VOCAB.encode(TokenType.FILL_IN_START),
+    VOCAB.encode(TokenType.FILL_IN_END),
+)
+PLAIN = SampleConfig(infill_probability=0, ar_probability=0)
+INFILL = SampleConfig(infill_probability=1, ar_probability=0)
+AUTOREGRESSIVE = SampleConfig(infill_probability=0, ar_probability=1)
+
+
+def two_track_piece(top_pitch: int = 72) -> Piece:
+    """Melody: four notes a bar (pitch top_pitch - 12 + bar, velocity 60 + 5·bar, a long note in
+    bar 2); drums: kick and snare each bar."""
+    meters = [(4, 4)] * 6 + [(3, 4)] * 2
+    rows = []
+    for bar, (numerator, _) in enumerate(meters):
+        for beat in range(numerator):
+            duration = 120 if (bar, beat) == (2, 0) else 12  # longer than NoteDuration's 96
+            rows.append((0, bar, 12 * beat, duration, top_pitch - 12 + bar, 60 + 5 * bar))
+        rows.append((1, bar, 0, 1, 36, 100))
+        rows.append((1, bar, 24, 1, 38, 90))
+    score = Score(
+        resolution=12,
+        time_signatures=meters,
+        track_info=[TrackInfo(program=73, name="flute"), TrackInfo(program=0, is_drum=True)],
+        notes=NoteArrays.from_rows(rows),
+    )
+    return Piece("test/two-tracks", "test", score)
+
+
+def expected_notes(sample: Sample, cells: np.ndarray | None = None) -> np.ndarray:
+    """The window's notes as the decoder gives them back, tracks in emitted order; ``cells``
+    (n_tracks, n_bars) bool keeps only those bars."""
+    notes = sample.window.notes
+    keep = np.ones(len(notes), dtype=bool) if cells is None else cells[notes.track, notes.bar]
+    position = np.argsort(sample.track_order)  # window track -> decoded track
+    is_drum = np.array([t.is_drum for t in sample.window.track_info])[notes.track]
+    duration = np.where(is_drum, 1, np.minimum(notes.duration, YELLOW.max_duration_ticks))
+    velocity = YELLOW.level_to_velocity[YELLOW.velocity_to_level[notes.velocity]]
+    rows = NoteArrays(
+        position[notes.track], notes.bar, notes.onset, duration, notes.pitch, velocity
+    )
+    return rows.select(keep).sorted().as_table()
+
+
+def window_from_piece(sample: Sample, piece: Piece) -> np.ndarray:
+    """The piece's own notes of the sample's window, transposed by hand (drums unmoved)."""
+    notes = piece.score.notes
+    end = sample.start_bar + sample.window.n_bars
+    keep = (
+        (notes.bar >= sample.start_bar)
+        & (notes.bar < end)
+        & np.isin(notes.track, sample.source_tracks)
+    )
+    part = notes.select(keep)
+    drum = np.array([t.is_drum for t in piece.score.track_info])[part.track]
+    track = np.searchsorted(np.asarray(sample.source_tracks), part.track)
+    pitch = np.where(drum, part.pitch, part.pitch + sample.transpose)
+    rows = NoteArrays(
+        track, part.bar - sample.start_bar, part.onset, part.duration, pitch, part.velocity
+    )
+    return rows.sorted().as_table()
+
+
+def assert_valid_sequence(sample: Sample, max_len: int = 1024) -> None:
+    """A complete yellow sequence under the engine's grammar, within the length limit."""
+    assert sample.ids.dtype == np.int64
+    assert 2 <= len(sample.ids) <= max_len
+    meters = sample.window.time_signatures
+    bar_ticks = [
+        int(YELLOW.bar_ticks[YELLOW.time_signature_index(*meters[b])])
+        for _, b in sample.fill_targets
+    ]
+    constraints = Constraints(
+        max_tracks=len(sample.track_order),
+        require_notes=False,
+        n_fill_targets=len(sample.fill_targets),
+        fill_block_is_drum=tuple(
+            sample.window.track_info[t].is_drum for t, _ in sample.fill_targets
+        ),
+        fill_block_bar_ticks=tuple(bar_ticks),
+    )
+    grammar = Grammar(YELLOW, constraints)
+    states = grammar.new_states(1)
+    grammar.advance(states, sample.ids, strict=True)
+    assert grammar.complete(states)[0], "the sequence stops mid-grammar"
+
+
+def draw(
+    config: SampleConfig, n: int = 40, seed: int = 0, piece: Piece | None = None
+) -> list[Sample]:
+    stream = SampleStream([piece or two_track_piece()], YELLOW, config, seed=seed)
+    return [stream.next_sample() for _ in range(n)]
+
+
+# ---- plain samples ------------------------------------------------------------------------------
+def test_a_plain_sample_decodes_to_exactly_the_window_transposed():
+    piece = two_track_piece()
+    samples = draw(PLAIN, piece=piece)
+    assert {s.kind for s in samples} == {"plain"}
+    assert {s.window.n_bars for s in samples} == {4, 8}
+    assert len({s.transpose for s in samples}) > 3
+    for sample in samples:
+        assert np.array_equal(sample.window.notes.as_table(), window_from_piece(sample, piece))
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert sample.ids[0] == VOCAB.encode(TokenType.PIECE_START, 0)
+        assert sample.ids[1] == VOCAB.encode(
+            TokenType.NUM_BARS, list(YELLOW.num_bars_map).index(sample.window.n_bars)
+        )
+        window_meters = piece.score.time_signatures[
+            sample.start_bar : sample.start_bar + sample.window.n_bars
+        ]
+        assert np.array_equal(decoded.time_signatures, window_meters)
+        assert [t.program for t in decoded.track_info] == [73, 0]
+        assert [t.is_drum for t in decoded.track_info] == [False, True]
+
+
+def test_drums_are_never_transposed_and_pitches_stay_in_range():
+    piece = two_track_piece(top_pitch=125)  # melody 113 + bar: bar 7 allows no more than +7
+    for sample in draw(SampleConfig(transpose=(-5, 6)), n=60, piece=piece):
+        window = sample.window
+        drums = np.array([t.is_drum for t in window.track_info])[window.notes.track]
+        assert set(window.notes.pitch[drums].tolist()) <= {36, 38}
+        assert window.notes.pitch.max() <= 127
+        assert -5 <= sample.transpose <= 127 - (125 - 12 + sample.start_bar + window.n_bars - 1)
+
+
+# ---- infill, autoregressive and masked samples ---------------------------------------------------
+def test_infill_samples_have_a_fill_block_per_placeholder_and_decode_whole():
+    samples = draw(INFILL)
+    assert {s.kind for s in samples} == {"infill"}
+    assert any(len({t for t, _ in s.fill_targets}) == 2 for s in samples)  # both tracks at once
+    for sample in samples:
+        ids = sample.ids.tolist()
+        n_targets = len(sample.fill_targets)
+        assert n_targets >= 1
+        assert ids[0] == VOCAB.encode(TokenType.PIECE_START, 1)
+        assert ids.count(PLACEHOLDER) == ids.count(FILL_START) == ids.count(FILL_END) == n_targets
+        assert sample.fill_targets == tuple(sorted(sample.fill_targets))
+        filled = sample.bar_modes == BarMode.FILL
+        assert filled.sum() == n_targets
+        has_notes = np.zeros(filled.shape, dtype=bool)
+        has_notes[sample.window.notes.track, sample.window.notes.bar] = True
+        assert not (filled & ~has_notes).any(), "an empty bar was made a fill target"
+        kept = sample.bar_modes != BarMode.MASKED
+        assert np.array_equal(
+            TOKENIZER.decode(sample.ids).notes.as_table(), expected_notes(sample, kept)
+        )
+
+
+def test_autoregressive_samples_put_the_generating_tracks_last():
+    piece = two_track_piece()
+    samples = draw(AUTOREGRESSIVE, piece=piece)
+    orders = {s.track_order for s in samples}
+    assert orders == {(0, 1), (1, 0)}  # the drum track, then the melody, generated last
+    for sample in samples:
+        decoded = TOKENIZER.decode(sample.ids)
+        kept = sample.bar_modes != BarMode.MASKED
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample, kept))
+        assert [t.is_drum for t in decoded.track_info] == [
+            sample.window.track_info[t].is_drum for t in sample.track_order
+        ]
+        assert FILL_START not in sample.ids
+
+
+def test_masked_bars_are_empty_shells_from_a_bar_to_the_window_end():
+    config = SampleConfig(infill_probability=0.5, ar_probability=0.5, mask_probability=1.0)
+    masked_samples = [s for s in draw(config, n=60) if (s.bar_modes == BarMode.MASKED).any()]
+    assert len(masked_samples) > 20
+    for sample in masked_samples:
+        modes = sample.bar_modes
+        for track in np.flatnonzero((modes == BarMode.MASKED).any(axis=1)):
+            first = int(np.flatnonzero(modes[track] == BarMode.MASKED)[0])
+            assert set(modes[track, first:].tolist()) <= {BarMode.MASKED, BarMode.FILL}
+        if sample.kind == "autoregressive":
+            generating = sample.track_order[-1]
+            assert not (modes[generating] == BarMode.MASKED).any()
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(
+            decoded.notes.as_table(), expected_notes(sample, modes != BarMode.MASKED)
+        )
+        assert decoded.n_bars == sample.window.n_bars  # the shells keep every Bar token
+
+
+# ---- attributes, grammar, length -----------------------------------------------------------------
+def test_attribute_tokens_are_the_tokenizers_values_for_the_window():
+    samples = draw(SampleConfig(attribute_probability=0.5), n=60)
+    with_and_without = set()
+    for sample in samples:
+        computed = TOKENIZER.compute_attributes(sample.window)
+        decoded = TOKENIZER.decode(sample.ids)
+        for position, track in enumerate(sample.track_order):
+            emitted = decoded.track_info[position].attributes
+            if sample.attributes[track, 0] < 0 and sample.attributes[track, 4] < 0:
+                assert emitted == {}
+                with_and_without.add(False)
+                continue
+            with_and_without.add(True)
+            names = (
+                "min_polyphony",
+                "max_polyphony",
+                "min_note_duration",
+                "max_note_duration",
+                "note_density",
+            )
+            assert emitted == {
+                n: int(v) for n, v in zip(names, computed[track], strict=True) if v >= 0
+            }
+    assert with_and_without == {True, False}
+
+
+def test_every_sample_is_a_complete_yellow_sequence():
+    for sample in draw(SampleConfig(mask_probability=0.5), n=80):
+        assert_valid_sequence(sample)
+
+
+def test_a_long_window_is_shortened_then_thinned_never_cut():
+    # Unlimited, an 8-bar window of both tracks takes 180-230 tokens, a 4-bar one about 100.
+    shorter = draw(SampleConfig(max_len=150), n=40)
+    thinner = draw(SampleConfig(max_len=90), n=40)
+    for max_len, samples in ((150, shorter), (90, thinner)):
+        for sample in samples:
+            assert_valid_sequence(sample, max_len=max_len)
+    assert sum(s.window.n_bars == 4 and s.window.n_tracks == 2 for s in shorter) > 30
+    assert all(s.window.n_bars == 4 for s in thinner)
+    assert sum(s.window.n_tracks == 1 for s in thinner) > 30
+    with pytest.raises(SampleError, match="max_len=20"):
+        draw(SampleConfig(max_len=20), n=1)
+
+
+# ---- reproducibility and errors ------------------------------------------------------------------
+def test_the_same_seed_gives_the_same_samples_and_another_seed_others():
+    first = [s.ids for s in draw(SampleConfig(), n=30, seed=7)]
+    again = [s.ids for s in draw(SampleConfig(), n=30, seed=7)]
+    other = [s.ids for s in draw(SampleConfig(), n=30, seed=8)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(
+        len(a) == len(b) and np.array_equal(a, b) for a, b in zip(first, other, strict=True)
+    )
+    stream = SampleStream([two_track_piece()], YELLOW, seed=7)
+    assert iter(stream) is stream
+    assert np.array_equal(next(stream), first[0])
+
+
+def test_the_validation_set_is_fixed_for_a_seed():
+    pieces = [two_track_piece()]
+    one = validation_set(pieces, YELLOW, 12, seed=3)
+    two = validation_set(pieces, YELLOW, 12, seed=3)
+    assert len(one) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        (
+            {"infill_probability": 0.8, "ar_probability": 0.3},
+            "infill_probability \\+ ar_probability",
+        ),
+        ({"mask_probability": 1.5}, "mask_probability"),
+        ({"transpose": (3, -3)}, "transpose"),
+        ({"max_len": 1}, "max_len"),
+    ],
+)
+def test_a_setting_out_of_range_names_its_field(settings, field):
+    with pytest.raises(SampleConfigError, match=field):
+        SampleConfig(**settings)
+
+
+def test_pieces_shorter_than_the_shortest_window_give_a_clear_error():
+    short = two_track_piece()
+    short = Piece("test/short", "test", short.score.slice_bars(0, 3))
+    with pytest.raises(SampleError, match="at least 4 bars"):
+        SampleStream([short], YELLOW)
