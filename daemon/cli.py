@@ -1,4 +1,4 @@
-"""The ``sideman`` command line: ``tokens``, ``generate``, ``serve`` and ``bench``.
+"""The ``sideman`` command line: ``tokens``, ``generate``, ``serve``, ``bench`` and ``train``.
 
 Each subcommand parses its arguments here and calls the library; errors a user can fix are
 printed as one ``sideman: error: …`` line with exit status 2, never as a bare traceback.
@@ -117,7 +117,66 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="daemon suite: sideman serve --param (repeatable; default density_hard_limit=16)",
     )
+    _add_train_parser(sub)
     return parser
+
+
+# sideman train: one flag per TrainConfig field (--n-embd sets n_embd); help text, and a type
+# where the field's default does not give it.
+_TRAIN_FLAGS: dict[str, tuple[str, type | None]] = {
+    "steps": ("optimizer steps: the schedule's length, instead of --minutes", int),
+    "minutes": ("time budget: the step count is estimated from the first steps' speed and logged", float),
+    "n_layer": ("transformer blocks", None),
+    "n_embd": ("model width (divisible by --n-head)", None),
+    "n_head": ("attention heads", None),
+    "n_positions": ("position embeddings (>= --max-len)", None),
+    "dropout": ("dropout while training", None),
+    "batch_size": ("sequences per step and rank", None),
+    "max_len": ("tokens per training sequence", None),
+    "length_pool": ("batches drawn at once and grouped by length, less padding (1: off)", None),
+    "lr": ("peak learning rate (after warm-up)", None),
+    "min_lr": ("learning rate at the end of the cosine", None),
+    "warmup_steps": ("linear warm-up steps", None),
+    "weight_decay": ("AdamW weight decay (matrices and embeddings only)", None),
+    "grad_clip": ("clip the gradient norm to this (0: off)", None),
+    "eval_interval": ("steps between validation passes", None),
+    "eval_samples": ("size of the fixed validation set", None),
+    "checkpoint_interval": ("steps between resumable checkpoints", None),
+    "val_fraction": ("share of pieces held out for validation", None),
+    "limit": ("use at most this many pieces (quick runs)", int),
+    "cache_dir": ("corpus cache folder (default: ~/.cache/sideman/corpus)", str),
+    "workers": ("corpus extraction processes", None),
+    "seed": ("seed of weights, data order and dropout", None),
+    "threads": ("torch threads (0: all cores, shared among local ranks)", None),
+}
+
+
+def _add_train_parser(sub) -> None:
+    from sideman.engine.train.config import DEVICES, PRECISIONS, TrainConfig
+
+    defaults = TrainConfig()
+    train = sub.add_parser(
+        "train",
+        help="train a model (one CPU/GPU, or many under torchrun); resumable",
+        description="Train sideman's GPT-2 on a corpus. Writes checkpoint.pt (resumable), "
+        "model.safetensors, model.pt, train_log.json and loss_curve.png into --out. Run it under "
+        "torchrun for several GPUs or nodes. Ctrl-C saves and stops; --resume continues.",
+    )
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out with its own settings")
+    train.add_argument(
+        "--sources", nargs="+", default=None,
+        help="bach, palestrina, quartets, trecento, monteverdi, or folders of MIDI files (default: bach)",
+    )  # fmt: skip
+    train.add_argument("--precision", choices=PRECISIONS, default=None, help="auto: bf16 where native, else fp32 (fp16 on older GPUs)")
+    train.add_argument("--device", choices=DEVICES, default=None, help="auto: this rank's GPU if any, else the CPU")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for name, (text, kind) in _TRAIN_FLAGS.items():
+        default = getattr(defaults, name)
+        train.add_argument(
+            "--" + name.replace("_", "-"), type=kind or type(default), default=None,
+            help=text if default is None else f"{text} (default: {default})",
+        )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "train":
+            return _train(args)
         if args.command == "serve":
             from sideman.daemon.serve import run_serve
 
@@ -282,6 +343,49 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         bench.run_generate_bench(quick=args.quick, threads=args.threads or 2)
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sideman.engine.train.config import RUNTIME_FIELDS, TrainConfig, TrainConfigError
+
+    given = {name: value for name in (*_TRAIN_FLAGS, "precision", "device") if (value := getattr(args, name)) is not None}
+    if args.sources:
+        given["sources"] = tuple(s for text in args.sources for s in text.split(",") if s)
+    fixed = [name for name in given if name not in RUNTIME_FIELDS]
+    if args.resume and fixed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+        raise CliError(f"--resume continues with the saved run's settings; drop {flags} or train into a new --out")
+    if args.steps is not None and args.minutes is None:
+        given["minutes"] = None  # --steps replaces the default time budget
+    try:
+        config = TrainConfig(out_dir=str(args.out), **given)
+    except TrainConfigError as exc:
+        raise CliError(f"--{exc.field.replace('_', '-')}: {exc.reason}") from exc
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from sideman.engine.train.corpus import CorpusError
+    from sideman.engine.train.loop import train
+    from sideman.engine.train.run_files import RunFileError
+    from sideman.engine.train.runtime import TrainRuntimeError
+    from sideman.engine.train.samples import SampleConfigError, SampleError
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        logging.getLogger("sideman.engine.train").setLevel(min(logging.INFO, logging.getLogger().level))
+    try:
+        with logging_redirect_tqdm():  # validation lines above the progress bar, not through it
+            result = train(config, resume=args.resume, progress=not args.no_progress)
+    except (CorpusError, SampleError, SampleConfigError, RunFileError, TrainRuntimeError, *user_errors()) as exc:
+        raise CliError(str(exc)) from exc
+    if result.rank != 0:
+        return 0 if result.stopped == "done" else 130
+    if result.stopped != "done":
+        print(f"stopped at step {result.step} of {result.total_steps}; continue with: sideman train --out {args.out} --resume")
+    print(
+        f"step {result.step}: train loss {result.final_train_loss:.4f}, val loss {result.final_val_loss:.4f}, "
+        f"{result.tokens_per_second:,.0f} tokens/s; wrote {', '.join(str(p) for p in result.bundles)}"
+    )
+    return 0 if result.stopped == "done" else 130
 
 
 if __name__ == "__main__":
