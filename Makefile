@@ -25,7 +25,7 @@ $(NODE_STAMP): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
 setup: $(STAMP) $(NODE_STAMP)
 
 demo: $(STAMP) $(NODE_STAMP)
-	$(BIN)/sideman generate --demo --random-init --track 3 --bars 4-7 demo-in.mid demo-out.mid
+	$(BIN)/sideman generate --demo --track 3 --bars 4-7 demo-in.mid demo-out.mid
 
 test: $(STAMP) $(NODE_STAMP)
 	node --test $(FRONTEND)/test/
