@@ -142,9 +142,6 @@ class Daemon:
             self.session.session_stop()
         if self.worker is not None:
             self.worker.close()
-        close_engine = getattr(self.engine, "close", None)
-        if close_engine is not None:  # a child-process engine (daemon/engine_process.py)
-            close_engine()
         if self.server is not None:
             await self.server.flush()
             self.server.close()

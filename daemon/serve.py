@@ -199,7 +199,7 @@ def run_serve(args: argparse.Namespace, load_engine: Any, cli_error: type[Except
         if monitor is not None:
             monitor.stop()
         close_engine = getattr(engine, "close", None)
-        if close_engine is not None:
+        if close_engine is not None:  # the engine process (daemon/engine_process.py): its owner stops it
             close_engine()
     print("sideman stopped", file=sys.stderr)
     return 0

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import mido
 import numpy as np
 import pytest
 
@@ -35,6 +34,7 @@ from sideman.web_monitor.pieces import (
 )
 
 from ..daemon.test_local_calls import DaemonThread
+from ..engine.test_train_corpus import odd_meter_midi
 
 FAST_BPM = 2000.0  # a 4/4 bar lasts 0.12 s
 WAIT_S = 10.0
@@ -116,12 +116,7 @@ def test_an_upload_reads_back_a_piece_and_its_summary():
 
 
 def test_an_upload_in_a_meter_outside_the_vocabulary_is_a_clear_error():
-    midi = mido.MidiFile(ticks_per_beat=96)
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("time_signature", numerator=5, denominator=16, time=0))
-    track.append(mido.Message("note_on", note=60, velocity=90, time=0))
-    track.append(mido.Message("note_off", note=60, velocity=0, time=96))
-    midi.tracks.append(track)
+    midi = odd_meter_midi()
     buffer = io.BytesIO()
     midi.save(file=buffer)
     with pytest.raises(PieceError) as caught:
