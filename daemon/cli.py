@@ -1,4 +1,4 @@
-"""The ``sideman`` command line: ``tokens``, ``generate``, ``serve``, ``bench`` and ``train``.
+"""The ``sideman`` command line: ``tokens``, ``generate``, ``serve``, ``bench``, ``train`` and ``eval``.
 
 Each subcommand parses its arguments here and calls the library; errors a user can fix are
 printed as one ``sideman: error: …`` line with exit status 2, never as a bare traceback.
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="daemon suite: sideman serve --param (repeatable; default density_hard_limit=16)",
     )
     _add_train_parser(sub)
+    from sideman.daemon.cli_eval import add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 
@@ -192,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "eval":
+            from sideman.daemon.cli_eval import run_eval
+
+            return run_eval(args, CliError, user_errors())
         if args.command == "serve":
             from sideman.daemon.serve import run_serve
 

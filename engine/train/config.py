@@ -1,4 +1,5 @@
-"""``TrainConfig``, the settings of a training run, and ``lr_at``, its learning-rate schedule.
+"""``TrainConfig``, the settings of a training run, ``lr_at``, its learning-rate schedule, and
+``EvalConfig``, the settings of ``sideman eval``.
 
 Imports neither torch nor the engine at module level, so the command line can read the defaults
 while it parses arguments.
@@ -159,3 +160,61 @@ def lr_at(step: int, config: TrainConfig, total_steps: int | None) -> float:
         return config.lr
     progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
+
+
+# ---- sideman eval ----------------------------------------------------------------------------
+EVAL_SECTIONS = ("validation", "adherence", "infill", "realtime")
+
+
+class EvalConfigError(TrainConfigError):
+    """An evaluation setting out of range; ``field`` names the EvalConfig field (the CLI's flag)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``sideman eval`` measures on and how much (``evaluate``'s module docstring).
+
+    The split options must match the training run's (``sideman train``'s defaults: bach,
+    val_fraction 0.1, seed 0) for the held-out pieces to be unseen.
+    """
+
+    sources: tuple[str, ...] = ("bach",)
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    limit: int | None = None
+    cache_dir: str | None = None
+    workers: int = 2
+    sections: tuple[str, ...] = EVAL_SECTIONS
+    validation_samples: int = 256
+    max_len: int = 512
+    adherence_samples: int = 6  # per attribute level
+    infill_samples: int = 100
+    window_bars: int = 4
+    temperature: float = 1.0
+    seed: int = 0
+    baseline_seed: int = 0
+    threads: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sections if s not in EVAL_SECTIONS]
+        if unknown or not self.sections:
+            raise EvalConfigError(
+                "sections",
+                f"must be some of {', '.join(EVAL_SECTIONS)}; got {', '.join(self.sections) or 'none'}",
+            )
+        if not self.sources:
+            raise EvalConfigError("sources", "name at least one source")
+        if not 0 < self.val_fraction < 1:
+            raise EvalConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        for name in ("validation_samples", "adherence_samples", "infill_samples", "threads", "workers"):
+            if getattr(self, name) < 1:
+                raise EvalConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.max_len < 2:
+            raise EvalConfigError("max_len", f"must be >= 2, got {self.max_len}")
+        if self.window_bars < 2:
+            raise EvalConfigError("window_bars", f"must be >= 2 (a bar and the one before it), got {self.window_bars}")
+        if not self.temperature > 0:
+            raise EvalConfigError("temperature", f"must be > 0, got {self.temperature}")
+        if self.limit is not None and self.limit < 2:
+            raise EvalConfigError("limit", f"must be >= 2 (a training and a held-out piece), got {self.limit}")

@@ -16,11 +16,12 @@ Files in ``out_dir`` and the resume format are described in ``engine/train/run_f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -424,21 +425,41 @@ def _evaluate(
     model: GPT2, batches: Sequence[tuple[Tensor, Tensor]], device: torch.device, mixed: Any
 ) -> float:
     """Mean next-token loss over the validation batches (per token, padding excluded)."""
+    loss, _ = _loss_and_tokens(model, batches, device, mixed)
+    model.train()
+    return loss
+
+
+def _loss_and_tokens(
+    model: GPT2, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device, mixed: Any
+) -> tuple[float, int]:
     model.eval()
     total, count = 0.0, 0
-    for inputs, targets in batches:
-        inputs, targets = inputs.to(device), targets.to(device)
-        with mixed:
-            logits = model(inputs)
-        total += float(
-            F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-        )  # fmt: skip
-        count += int((targets != IGNORE_INDEX).sum())
-    model.train()
-    return total / max(1, count)
+    with torch.no_grad():
+        for inputs, targets in batches:
+            inputs, targets = inputs.to(device), targets.to(device)
+            with mixed:
+                logits = model(inputs)
+            total += float(
+                F.cross_entropy(
+                    logits.view(-1, logits.size(-1)).float(), targets.view(-1),
+                    ignore_index=IGNORE_INDEX, reduction="sum",
+                )
+            )  # fmt: skip
+            count += int((targets != IGNORE_INDEX).sum())
+    return total / max(1, count), count
+
+
+def sequence_loss(
+    model: GPT2, samples: Sequence[np.ndarray], *, batch_size: int = 16, device: str = "cpu"
+) -> tuple[float, int]:
+    """(mean next-token cross-entropy in nats, tokens scored) of ``model`` over ``samples`` in
+    fp32; the model is left in eval mode."""
+    ordered = sorted(samples, key=len)
+    batches = (
+        _pad_batch(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size)
+    )
+    return _loss_and_tokens(model, batches, torch.device(device), contextlib.nullcontext())
 
 
 def _steps_for_budget(

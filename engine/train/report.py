@@ -82,20 +82,30 @@ def summarise_timings(milliseconds: Iterable[float]) -> dict[str, Any]:
     }
 
 
+YES, NO, TIE = "yes", "no", "tie"
+_TIE_TOLERANCE = 1e-9
+
+
 def _closer(
     model: float | None, baselines: list[float | None], target: float | None, goal: str
-) -> bool | None:
-    """Whether the model beats every baseline that has a value (strictly); None if undecidable."""
+) -> str | None:
+    """"yes" when the model is strictly closer to the ground truth than every baseline with a
+    value, "tie" when it is never further but level with one of them, "no" when a baseline is
+    closer; None when undecidable (no model value, no baseline, MATCH without the truth)."""
     scored = [b for b in baselines if b is not None]
     if model is None or not scored:
         return None
     if goal == HIGHER:
-        return all(model > b for b in scored)
-    if goal == LOWER:
-        return all(model < b for b in scored)
-    if target is None:
+        margins = [model - b for b in scored]
+    elif goal == LOWER:
+        margins = [b - model for b in scored]
+    elif target is None:
         return None
-    return all(abs(model - target) < abs(b - target) for b in scored)
+    else:
+        margins = [abs(b - target) - abs(model - target) for b in scored]
+    if all(m > _TIE_TOLERANCE for m in margins):
+        return YES
+    return TIE if all(m >= -_TIE_TOLERANCE for m in margins) else NO
 
 
 @dataclass(frozen=True)
@@ -148,11 +158,12 @@ class InfillComparison:
 
     def verdicts(
         self, summary: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
-    ) -> dict[str, bool | None]:
-        """metric → whether the model is closer to the ground truth than every baseline (or None)."""
+    ) -> dict[str, str | None]:
+        """metric → "yes"/"tie"/"no": is the model closer to the ground truth than every baseline
+        (``_closer``); None where undecidable."""
         summary = self.summary() if summary is None else summary
         truth = summary.get(self.ground_truth)
-        out: dict[str, bool | None] = {}
+        out: dict[str, str | None] = {}
         for spec in INFILL_METRICS:
             out[spec.key] = _closer(
                 summary[self.model][spec.key]["mean"],
@@ -258,8 +269,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{float(value):.{digits}f}"
 
 
-def _yes_no(verdict: bool | None) -> str:
-    return "n/a" if verdict is None else ("yes" if verdict else "no")
+def _yes_no(verdict: bool | str | None) -> str:
+    if verdict is None:
+        return "n/a"
+    if isinstance(verdict, str):
+        return verdict
+    return YES if verdict else NO
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -332,7 +347,9 @@ def _infill_lines(section: Mapping[str, Any]) -> list[str]:
     return [
         "## Infill (one voice of one held-out bar, other voices as context)",
         "",
-        f"Mean ± standard deviation over samples; baselines {baselines}.",
+        f"Mean ± standard deviation over samples; baselines {baselines}. Last column: yes = "
+        "strictly closer to the ground truth than both baselines, tie = level with one and "
+        "further from neither, no = a baseline is closer.",
         "",
         *_table(header, rows),
     ]

@@ -31,7 +31,13 @@ reproducible and shares no state. One sample:
 6. **Attributes** come from the tokenizer over every bar of the window (targets included, so a
    value describes the bars the model writes, as an attribute request does). Each track keeps them
    with ``attribute_probability`` = 0.8; otherwise it has none, like a fully generated track.
-7. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
+7. **Reduction** (``merge_probability`` = 0.3 of windows with two or more melodic tracks): 2..all
+   melodic tracks are merged into one keyboard-like track (piano, electric piano, organ or string
+   ensemble, in the place of the first of them; unisons kept once, the longer note winning), as a
+   pianist's reduction of the parts. Single voices are monophonic, so without it the model would
+   never see a chord in one track and could not follow polyphony attributes above one note;
+   merged chorale voices give it two to four (drawn before the kind, so every kind sees it).
+8. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
    smaller ``num_bars_map`` value, same start), then with one random track fewer at a time; it
    is never cut.
 """
@@ -71,6 +77,7 @@ class SampleConfig:
     attribute_probability: float = 0.8  # per track
     transpose: tuple[int, int] = (-5, 6)  # semitones, both ends included
     max_len: int = 1024
+    merge_probability: float = 0.3  # of windows with two or more melodic tracks
 
     def __post_init__(self) -> None:
         for name in (
@@ -78,6 +85,7 @@ class SampleConfig:
             "ar_probability",
             "mask_probability",
             "attribute_probability",
+            "merge_probability",
         ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -114,6 +122,7 @@ class Sample:
     bar_modes: np.ndarray  # (n_tracks, n_bars) BarMode
     attributes: np.ndarray  # (n_tracks, 5) emitted attribute values, -1 = none
     fill_targets: tuple[tuple[int, int], ...]  # (window track, bar) in fill-block order
+    merged_tracks: tuple[int, ...] = ()  # piece tracks merged into one reduction track, if any
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,9 @@ class SampleStream:
         if window.n_tracks == 0:
             return None
         rng, config = self._rng, self.config
+        merged: tuple[int, ...] = ()
+        if rng.random() < config.merge_probability:
+            window, kept, merged = merge_tracks(rng, window, kept)
         cells = np.zeros((window.n_tracks, size), dtype=np.bool_)
         cells[window.notes.track, window.notes.bar] = True
         draw = rng.random()
@@ -247,6 +259,7 @@ class SampleStream:
             bar_modes=modes,
             attributes=attributes,
             fill_targets=encoded.fill_targets,
+            merged_tracks=merged,
         )
 
 
@@ -317,6 +330,46 @@ def _window(
         tempo=piece.score.tempo,
     )
     return window, kept
+
+
+REDUCTION_PROGRAMS = (0, 4, 19, 48)  # GM acoustic grand, electric piano 1, church organ, strings
+
+
+def merge_tracks(
+    rng: np.random.Generator, window: Score, kept: np.ndarray
+) -> tuple[Score, np.ndarray, tuple[int, ...]]:
+    """2..all melodic tracks of ``window`` as one reduction track in the place of the first of
+    them; unisons (same bar, onset, pitch) kept once with the longer duration. Returns the new
+    window, the piece track of each of its tracks, and the piece tracks merged (() if fewer than
+    two melodic tracks)."""
+    melodic = np.array([t for t, info in enumerate(window.track_info) if not info.is_drum])
+    if len(melodic) < 2:
+        return window, kept, ()
+    group = np.sort(rng.choice(melodic, int(rng.integers(2, len(melodic) + 1)), replace=False))
+    staying = np.setdiff1d(np.arange(window.n_tracks), group[1:])
+    remap = np.full(window.n_tracks, -1, dtype=np.int32)
+    remap[staying] = np.arange(len(staying), dtype=np.int32)
+    remap[group] = remap[group[0]]
+    notes = window.notes
+    merged = NoteArrays(
+        remap[notes.track], notes.bar, notes.onset, notes.duration, notes.pitch, notes.velocity
+    )
+    order = np.lexsort((-merged.duration, merged.pitch, merged.onset, merged.bar, merged.track))
+    merged = merged.take(order)
+    keys = np.stack([merged.track, merged.bar, merged.onset, merged.pitch], axis=1)
+    first = np.ones(len(merged), dtype=bool)
+    first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+    info = [window.track_info[int(t)] for t in staying]
+    program = int(rng.choice(REDUCTION_PROGRAMS))
+    info[int(remap[group[0]])] = TrackInfo(program=program, is_drum=False, name="reduction")
+    reduced = Score(
+        resolution=window.resolution,
+        time_signatures=window.time_signatures,
+        track_info=info,
+        notes=merged.select(first).sorted(),
+        tempo=window.tempo,
+    )
+    return reduced, kept[staying], tuple(int(t) for t in kept[group])
 
 
 def _infill_modes(rng: np.random.Generator, cells: np.ndarray) -> np.ndarray:

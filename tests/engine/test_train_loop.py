@@ -23,23 +23,7 @@ from sideman.engine.train.config import TrainConfig, TrainConfigError, lr_at
 from sideman.engine.train.loop import train
 from sideman.engine.train.run_files import RunFileError
 
-STEPS = 40
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> TrainConfig:
-    root = tmp_path_factory.mktemp("train")
-    return TrainConfig(
-        sources=("bach",), limit=3, cache_dir=str(root / "cache"), out_dir=str(root / "run"),
-        workers=1, n_layer=2, n_embd=64, n_head=4, n_positions=1024, dropout=0.1,
-        batch_size=8, max_len=256, steps=STEPS, minutes=None, lr=3e-3, min_lr=3e-4,
-        warmup_steps=5, eval_interval=20, eval_samples=8, checkpoint_interval=20, threads=1,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def run(tiny):
-    return train(tiny, progress=False)
+from .conftest import STEPS
 
 
 def test_the_loss_falls(run):

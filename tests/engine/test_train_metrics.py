@@ -340,18 +340,18 @@ def test_infill_summary_and_verdicts_per_metric(comparison):
     assert summary[MODEL]["note_density_nrmse"]["mean"] == pytest.approx(math.sqrt(0.5) / 2)
     assert summary[COPY_PREVIOUS_BAR]["note_density_nrmse"]["mean"] == 0.0
     verdicts = comparison.verdicts(summary)
-    assert verdicts["chroma_similarity"] is True  # 0.80 > 0.725, 0.30
-    assert verdicts["groove_similarity"] is False  # 0.70 < copy's 0.90
-    assert verdicts["note_density_nrmse"] is False  # copy is exact here
-    assert verdicts["in_key_ratio"] is True  # |0.95 − 0.95| beats |0.55 − 0.95| and |1 − 0.95|
-    assert verdicts["copies_context"] is True  # truth 0: model 0, random 0.5, copy 1
-    assert verdicts["memorised"] is False  # all equal: strictly closer fails
+    assert verdicts["chroma_similarity"] == "yes"  # 0.80 > 0.725, 0.30
+    assert verdicts["groove_similarity"] == "no"  # 0.70 < copy's 0.90
+    assert verdicts["note_density_nrmse"] == "no"  # copy is exact here
+    assert verdicts["in_key_ratio"] == "yes"  # |0.95 − 0.95| beats |0.55 − 0.95| and |1 − 0.95|
+    assert verdicts["copies_context"] == "yes"  # truth 0: model 0, random 0.5, copy 1
+    assert verdicts["memorised"] == "tie"  # all equal: never further, never closer
 
 
 def test_without_ground_truth_match_metrics_have_no_verdict(comparison):
     without = InfillComparison({k: v for k, v in comparison.samples.items() if k != GROUND_TRUTH})
     verdicts = without.verdicts()
-    assert verdicts["in_key_ratio"] is None and verdicts["chroma_similarity"] is True
+    assert verdicts["in_key_ratio"] is None and verdicts["chroma_similarity"] == "yes"
     assert without.systems == (MODEL, RANDOM_INIT, COPY_PREVIOUS_BAR)
 
 
@@ -386,7 +386,7 @@ def test_report_is_strict_json_with_perplexity_and_verdicts(comparison):
     assert report["validation"]["perplexity"] == pytest.approx(8.0)
     assert report["adherence"]["model_beats_random_init"] == {"max_polyphony": True}
     assert report["realtime"]["ms_per_bar"]["median"] == 20.0
-    assert report["infill"]["closer_than_baselines"]["chroma_similarity"] is True
+    assert report["infill"]["closer_than_baselines"]["chroma_similarity"] == "yes"
     assert report["infill"]["summary"][MODEL]["memorised"]["std"] == 0.0
 
 

@@ -22,7 +22,7 @@ from sideman.engine.train.samples import (
     SampleStream,
     validation_set,
 )
-from sideman.engine.vocab import EncoderConfig, TokenType
+from sideman.engine.vocab import ATTRIBUTE_NAMES, EncoderConfig, TokenType
 
 YELLOW = EncoderConfig.yellow()
 TOKENIZER = Tokenizer(YELLOW)
@@ -302,3 +302,63 @@ def test_pieces_shorter_than_the_shortest_window_give_a_clear_error():
     short = Piece("test/short", "test", short.score.slice_bars(0, 3))
     with pytest.raises(SampleError, match="at least 4 bars"):
         SampleStream([short], YELLOW)
+
+
+# ---- reductions ---------------------------------------------------------------------------------
+def three_voice_piece() -> Piece:
+    """Three melodic voices in whole notes over 4 bars (a chord per bar) and a drum track; the
+    middle voice doubles the top voice in bar 1 (a unison, shorter)."""
+    rows = []
+    for bar in range(4):
+        rows.append((0, bar, 0, 48, 72 + bar, 80))
+        rows.append((1, bar, 0, 24 if bar == 1 else 48, 72 + bar if bar == 1 else 67 + bar, 70))
+        rows.append((2, bar, 0, 48, 48 + bar, 60))
+        rows.append((3, bar, 0, 1, 36, 100))
+    score = Score(
+        resolution=12,
+        time_signatures=[(4, 4)] * 4,
+        track_info=[
+            TrackInfo(program=73, name="soprano"),
+            TrackInfo(program=68, name="alto"),
+            TrackInfo(program=70, name="bass"),
+            TrackInfo(program=0, is_drum=True),
+        ],
+        notes=NoteArrays.from_rows(rows),
+    )
+    return Piece("test/three-voices", "test", score)
+
+
+def test_a_reduction_merges_melodic_voices_into_one_chordal_track():
+    piece = three_voice_piece()
+    config = SampleConfig(infill_probability=0, ar_probability=0, merge_probability=1.0)
+    samples = draw(config, n=40, piece=piece)
+    assert {len(s.merged_tracks) for s in samples} == {2, 3}
+    for sample in samples:
+        merged = np.asarray(sample.merged_tracks)
+        assert 3 not in merged  # drums never merge
+        window = sample.window
+        assert window.n_tracks == 4 - (len(merged) - 1)
+        reduction = int(np.searchsorted(sample.source_tracks, merged[0]))
+        assert sample.source_tracks[reduction] == merged[0]
+        info = window.track_info[reduction]
+        assert info.name == "reduction" and info.program in (0, 4, 19, 48)
+        # the reduction holds each merged voice's notes once per (bar, onset, pitch)
+        original = piece.score.notes.select(np.isin(piece.score.notes.track, merged))
+        keys = {(int(b), int(o), int(p) + sample.transpose) for b, o, p in zip(original.bar, original.onset, original.pitch, strict=True)}
+        notes = window.notes.select(window.notes.track == reduction)
+        assert len(notes) == len(keys)
+        assert {(int(b), int(o), int(p)) for b, o, p in zip(notes.bar, notes.onset, notes.pitch, strict=True)} == keys
+        unison = notes.select((notes.bar == 1) & (notes.pitch == 73 + sample.transpose))
+        if {0, 1} <= set(merged.tolist()):
+            assert unison.duration.tolist() == [48]  # the longer of the two unison notes
+        levels = TOKENIZER.compute_attributes(window)
+        max_polyphony = levels[reduction, ATTRIBUTE_NAMES.index("max_polyphony")]
+        assert max_polyphony == len(merged) - 1  # level = notes sounding together - 1
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert_valid_sequence(sample)
+
+
+def test_merge_probability_zero_keeps_every_voice_apart():
+    samples = draw(SampleConfig(merge_probability=0.0), n=20, piece=three_voice_piece())
+    assert all(s.merged_tracks == () and s.window.n_tracks == 4 for s in samples)
