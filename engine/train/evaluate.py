@@ -149,7 +149,7 @@ def evaluate(checkpoint: str, config: EvalConfig | None = None) -> dict[str, Any
                 engine, held_out, config
             )
         if "adherence" in config.sections:
-            sections["adherence"] = _adherence(systems, held_out, config, info)
+            sections["adherence"] = _adherence(systems, train, held_out, config, info)
         if "infill" in config.sections or "realtime" in config.sections:
             infill, timings = _infill(systems, train, held_out, config)
             if "infill" in config.sections:
@@ -189,9 +189,14 @@ def _validation(
 
 
 def _adherence(
-    systems: _Systems, held_out: Sequence[Piece], config: EvalConfig, info: dict[str, Any]
+    systems: _Systems,
+    train: Sequence[Piece],
+    held_out: Sequence[Piece],
+    config: EvalConfig,
+    info: dict[str, Any],
 ) -> dict[str, dict[str, dict[str, Any]]]:
     levels = attribute_level_counts(systems.model.encoder_config)
+    trained = trained_levels(train, systems.model.encoder_config, seed=config.seed)
     has_drums = any(t.is_drum for p in held_out for t in p.score.track_info)
     attributes = [a for a in levels if a in MELODIC_ATTRIBUTES or has_drums]
     skipped = [a for a in levels if a not in attributes]
@@ -221,9 +226,36 @@ def _adherence(
         for name, (requested, realised) in pairs.items():
             figures = adherence(requested, realised, levels[attribute])
             figures["asked"] = levels[attribute] * config.adherence_samples
+            seen = trained.get(attribute, [])
+            inside = np.isin(requested, seen)
+            subset = adherence(
+                np.asarray(requested)[inside], np.asarray(realised)[inside], levels[attribute]
+            )
+            del subset["confusion"]
+            figures["trained_levels"] = seen
+            figures["on_trained_levels"] = subset
             results[name][attribute] = figures
     bar.close()
     return results
+
+
+def trained_levels(
+    pieces: Sequence[Piece], encoder_config: Any, *, seed: int = 0, samples: int = 2000,
+    share: float = 0.005,
+) -> dict[str, list[int]]:
+    """attribute → the levels carried by at least ``share`` of the tracks of ``samples`` training
+    sequences (the sampling scheme of training, reductions included): what the model was shown."""
+    from sideman.engine.train.samples import SampleConfig, SampleStream
+
+    stream = SampleStream(pieces, encoder_config, SampleConfig(attribute_probability=1.0), seed)
+    rows = np.concatenate([stream.next_sample().attributes for _ in range(samples)])
+    out = {}
+    for a, name in enumerate(ATTRIBUTE_NAMES):
+        values = rows[:, a][rows[:, a] >= 0]
+        if len(values):
+            counts = np.bincount(values)
+            out[name] = [int(v) for v in np.flatnonzero(counts >= share * len(values))]
+    return out
 
 
 def _infill(

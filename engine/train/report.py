@@ -314,6 +314,7 @@ def _adherence_lines(section: Mapping[str, Any]) -> list[str]:
         row.append(_yes_no(section["model_beats_random_init"].get(attribute)))
         rows.append(row)
     lines = ["## Attribute-control adherence", "", *_table(header, rows)]
+    lines += _trained_level_lines(systems, names)
     lines += ["", "Confusion matrices: rows are the requested level, columns the realised level."]
     for attribute in systems[MODEL]:
         for name in names:
@@ -329,6 +330,35 @@ def _adherence_lines(section: Mapping[str, Any]) -> list[str]:
                 *_table(["requested \\ realised", *levels], body),
             ]
     return lines
+
+
+def _trained_level_lines(systems: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """The same figures restricted to the levels the training data holds (when known)."""
+    model = systems[MODEL]
+    if not any("on_trained_levels" in figures for figures in model.values()):
+        return []
+    header = ["Attribute", "Levels in the training data", "Samples"]
+    header += [f"{label} ({name})" for _, label in _ADHERENCE_COLUMNS for name in names]
+    rows = []
+    for attribute, figures in model.items():
+        subset = figures.get("on_trained_levels")
+        if subset is None:
+            continue
+        levels = figures["trained_levels"]
+        row = [attribute, ", ".join(map(str, levels)) or "none", str(subset["n"])]
+        for key, _ in _ADHERENCE_COLUMNS:
+            row += [
+                _fmt(systems[name].get(attribute, {}).get("on_trained_levels", {}).get(key))
+                for name in names
+            ]
+        rows.append(row)
+    return [
+        "",
+        "Requests of the levels the training data holds (each carried by at least 0.5% of the "
+        "training tracks):",
+        "",
+        *_table(header, rows),
+    ]
 
 
 def _infill_lines(section: Mapping[str, Any]) -> list[str]:

@@ -53,6 +53,8 @@ def test_adherence_asks_every_level_of_every_melodic_attribute_of_both_systems(r
             confusion = np.array(f["confusion"])
             assert confusion.sum() == f["n"] <= f["asked"]
             assert confusion.shape == (LEVELS[name], LEVELS[name])
+            assert set(f["trained_levels"]) <= set(range(LEVELS[name]))
+            assert f["on_trained_levels"]["n"] == confusion[f["trained_levels"]].sum()
             if f["n"]:
                 rows = confusion.sum(axis=1)
                 assert f["exact_accuracy"] == pytest.approx(np.trace(confusion) / f["n"])
@@ -81,7 +83,9 @@ def test_infill_measures_four_systems_on_the_same_cells(report):
 def test_realtime_times_each_model_infill_and_the_markdown_has_every_section(report):
     ms = report["realtime"]["ms_per_bar"]
     assert ms["n"] == 4 and 0 < ms["min"] <= ms["median"] <= ms["max"]
-    for heading in ("## Validation", "## Attribute-control adherence", "## Infill", "## Real-time"):
+    headings = ("## Validation", "## Attribute-control adherence", "## Infill", "## Real-time")
+    headings += ("Requests of the levels the training data holds",)
+    for heading in headings:
         assert heading in report["markdown"]
     assert report["info"]["threads"] == 1
 
