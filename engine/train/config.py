@@ -191,6 +191,7 @@ class EvalConfig:
     infill_samples: int = 100
     window_bars: int = 4
     temperature: float = 1.0
+    num_candidates: int = 3  # the daemon's default: the most likely of 3 that passes the checks
     seed: int = 0
     baseline_seed: int = 0
     threads: int = 1
@@ -207,7 +208,10 @@ class EvalConfig:
             raise EvalConfigError("sources", "name at least one source")
         if not 0 < self.val_fraction < 1:
             raise EvalConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-        for name in ("validation_samples", "adherence_samples", "infill_samples", "threads", "workers"):
+        for name in (
+            "validation_samples", "adherence_samples", "infill_samples", "threads", "workers",
+            "num_candidates",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise EvalConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.max_len < 2:

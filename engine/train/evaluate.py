@@ -48,7 +48,8 @@ from sideman.engine.model import GPT2
 from sideman.engine.request import GenerationRequest, InferenceConfig, TrackPrompt
 from sideman.engine.score import NoteArrays, Score
 from sideman.engine.train.config import EVAL_SECTIONS, EvalConfig, EvalConfigError
-from sideman.engine.train.corpus import Piece
+from sideman.engine.train.corpus import Piece, load_corpus, split_pieces
+from sideman.engine.train.loop import default_cache_dir, sequence_loss
 from sideman.engine.train.metrics import (
     BarHashIndex,
     adherence,
@@ -113,8 +114,6 @@ class _Systems:
 # ---- entry point ---------------------------------------------------------------------------------
 def evaluate(checkpoint: str, config: EvalConfig | None = None) -> dict[str, Any]:
     """The report (``build_report``'s JSON-able dict) of ``checkpoint`` (a path or a shipped name)."""
-    from sideman.engine.train.corpus import load_corpus, split_pieces
-
     config = config or EvalConfig()
     started = time.perf_counter()
     path = find_pretrained(checkpoint)
@@ -131,7 +130,7 @@ def evaluate(checkpoint: str, config: EvalConfig | None = None) -> dict[str, Any
         systems = _Systems(
             engine, InferenceEngine(twin, engine.encoder_config, device="cpu", name="random-init")
         )
-        cache_dir = Path(config.cache_dir) if config.cache_dir else _default_cache_dir()
+        cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         pieces = load_corpus(
             config.sources, cache_dir, workers=config.workers, progress=config.progress,
             limit=config.limit,
@@ -178,7 +177,6 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
 def _validation(
     engine: InferenceEngine, held_out: Sequence[Piece], config: EvalConfig
 ) -> tuple[float, int]:
-    from sideman.engine.train.loop import sequence_loss
     from sideman.engine.train.samples import SampleConfig, validation_set
 
     samples = validation_set(
@@ -388,7 +386,8 @@ def _without_empty_tracks(score: Score) -> Score:
 
 def _config(config: EvalConfig, seed: int, **planning: int) -> InferenceConfig:
     return InferenceConfig(
-        temperature=config.temperature, seed=config.seed * 1_000_003 + seed,
+        temperature=config.temperature, num_candidates=config.num_candidates,
+        seed=config.seed * 1_000_003 + seed,
         model_dim=config.window_bars, **planning,
     )  # fmt: skip
 
@@ -456,12 +455,6 @@ def _threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _default_cache_dir() -> Path:
-    from sideman.engine.train.loop import _default_cache_dir as default
-
-    return default()
-
-
 def _bar(config: EvalConfig, total: int, what: str) -> Any:
     return tqdm(total=total, desc=what, unit="gen", disable=not config.progress, leave=False)
 
@@ -484,8 +477,8 @@ def _info(
         "samples": f"validation {config.validation_samples} sequences (max {config.max_len} tokens); "
         f"adherence {config.adherence_samples} per level; infill {config.infill_samples} cells; "
         f"{config.window_bars}-bar windows",
-        "sampling": f"temperature {config.temperature}, seed {config.seed}; random-init seed "
-        f"{config.baseline_seed}",
+        "sampling": f"temperature {config.temperature}, most likely of {config.num_candidates} "
+        f"candidate(s), seed {config.seed}; random-init seed {config.baseline_seed}",
         "threads": config.threads,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
         + f", torch {torch.__version__}",

@@ -314,7 +314,7 @@ def _load_pieces(
     """The corpus split into train and validation pieces; rank 0 fills the cache first."""
     from .corpus import load_corpus, split_pieces
 
-    cache_dir = Path(config.cache_dir) if config.cache_dir else _default_cache_dir()
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     pieces: list[Any] = []
     for turn in (0, 1):  # rank 0 extracts, then the others read its cache
         if (turn == 0) == dist.is_main:
@@ -334,7 +334,7 @@ def _load_pieces(
     return list(train_pieces), list(val_pieces)
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "sideman" / "corpus"
 
