@@ -16,7 +16,8 @@ daemon's serving setting:
   skipped, with the reason in ``info``, when there are none. The same windows and seeds go to a
   random-init model of the same shape.
 - **infill**: ``infill_samples`` held-out cells (one voice of one bar, never a window's first
-  bar) regenerated with every other bar of the window as context, as the daemon asks for a bar;
+  bar) regenerated with every other bar of the window as context, as the daemon asks for a bar
+  (the target's own notes are removed from the request's score: ``Window.prompt_score``);
   each system's bar against the original with ``infill_sample_metrics``: the model, the
   random-init model, "copy the previous bar of the same voice", and the original itself
   (ground truth). The key for the in-key ratio is estimated from the context; the memorisation
@@ -93,6 +94,18 @@ class Window:
     def cell(self, track: int, bar: int) -> NoteArrays:
         notes = self.score.notes
         return notes.select((notes.track == track) & (notes.bar == bar))
+
+    def prompt_score(self) -> Score:
+        """The score the engine is given: the target's notes removed, as the daemon has no notes
+        yet for the bar it writes (the engine never sees them, and the novelty check, which
+        refuses a repeat of the bar it replaces, must not refuse the original)."""
+        notes = self.score.notes
+        target = notes.track == self.track
+        if self.bar >= 0:
+            target &= notes.bar == self.bar
+        out = self.score.copy()
+        out.notes = notes.select(~target)
+        return out
 
 
 @dataclass
@@ -427,7 +440,7 @@ def _generate(
     """(result score or None when generation failed, wall milliseconds from request to notes)."""
     started = time.perf_counter()
     try:
-        score = engine.session(case.score, request, rest_on_silence=True).run().score
+        score = engine.session(case.prompt_score(), request, rest_on_silence=True).run().score
     except GenerationFailed as exc:
         log.debug("generation failed on %s bar %d: %s", case.piece_id, case.start_bar, exc)
         score = None

@@ -106,6 +106,18 @@ def test_an_attribute_request_keeps_min_below_max(run, tiny):
     assert asked.attributes["max_note_duration"] == 0 and asked.attributes["min_note_duration"] == 0
 
 
+def test_the_engine_is_given_the_window_without_the_target(tiny):
+    pieces = load_corpus(["bach"], tiny.cache_dir, workers=1, progress=False, limit=3)
+    case = _infill_window(np.random.default_rng(1), split_pieces(pieces)[1], 4)
+    notes, given = case.score.notes, case.prompt_score().notes
+    target = (notes.track == case.track) & (notes.bar == case.bar)
+    assert target.any() and len(given) == len(notes) - target.sum()
+    assert not ((given.track == case.track) & (given.bar == case.bar)).any()
+    assert np.array_equal(given.as_table(), notes.select(~target).as_table())
+    whole = Window(case.piece_id, case.start_bar, case.score, case.track)
+    assert not (whole.prompt_score().notes.track == case.track).any()
+
+
 def test_bad_settings_name_their_flag(run, capsys):
     with pytest.raises(EvalConfigError, match="sections"):
         EvalConfig(sections=("speed",))
