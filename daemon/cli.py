@@ -174,9 +174,15 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--precision", choices=PRECISIONS, default=None, help="auto: bf16 where native, else fp32 (fp16 on older GPUs)")
     train.add_argument("--device", choices=DEVICES, default=None, help="auto: this rank's GPU if any, else the CPU")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for name, (text, kind) in _TRAIN_FLAGS.items():
+    add_config_flags(train, _TRAIN_FLAGS, defaults)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, flags: dict, defaults: object) -> None:
+    """One ``--field-name`` per entry of ``flags`` (field → (help, type or None)); unset flags
+    stay None so the config's own default applies, which the help text shows."""
+    for name, (text, kind) in flags.items():
         default = getattr(defaults, name)
-        train.add_argument(
+        parser.add_argument(
             "--" + name.replace("_", "-"), type=kind or type(default), default=None,
             help=text if default is None else f"{text} (default: {default})",
         )  # fmt: skip

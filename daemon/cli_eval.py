@@ -28,6 +28,7 @@ _EVAL_FLAGS: dict[str, tuple[str, type | None]] = {
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    from sideman.daemon.cli import add_config_flags
     from sideman.engine.train.config import EVAL_SECTIONS, EvalConfig
 
     defaults = EvalConfig()
@@ -51,12 +52,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help="what to measure (default: all)",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for name, (text, kind) in _EVAL_FLAGS.items():
-        default = getattr(defaults, name)
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=kind or type(default), default=None,
-            help=text if default is None else f"{text} (default: {default})",
-        )  # fmt: skip
+    add_config_flags(parser, _EVAL_FLAGS, defaults)
 
 
 def run_eval(args: argparse.Namespace, cli_error: type[Exception], user_errors: tuple) -> int:
