@@ -48,7 +48,7 @@ from sideman.engine.inference import GenerationFailed, InferenceEngine, find_pre
 from sideman.engine.model import GPT2
 from sideman.engine.request import GenerationRequest, InferenceConfig, TrackPrompt
 from sideman.engine.score import NoteArrays, Score
-from sideman.engine.train.config import EVAL_SECTIONS, EvalConfig, EvalConfigError
+from sideman.engine.train.config import EvalConfig, EvalConfigError
 from sideman.engine.train.corpus import Piece, load_corpus, split_pieces
 from sideman.engine.train.loop import default_cache_dir, sequence_loss
 from sideman.engine.train.metrics import (
@@ -497,5 +497,3 @@ def _info(
         + f", torch {torch.__version__}",
     }
 
-
-__all__ = ["EVAL_SECTIONS", "EvalConfig", "EvalConfigError", "Window", "evaluate", "write_report"]
