@@ -31,11 +31,10 @@ an empty bar in infill and is left out of adherence; both are counted in the rep
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ from sideman.engine.train.report import (
     InfillComparison,
     build_report,
 )
+from sideman.engine.train.runtime import Distributed, torch_threads
 from sideman.engine.vocab import ATTRIBUTE_NAMES, MELODIC_ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def evaluate(checkpoint: str, config: EvalConfig | None = None) -> dict[str, Any
     config = config or EvalConfig()
     started = time.perf_counter()
     path = find_pretrained(checkpoint)
-    with _threads(config.threads):
+    with torch_threads(config.threads, Distributed(), torch.device("cpu")):
         engine = InferenceEngine.from_checkpoint(path, device="cpu")
         windows = engine.encoder_config.num_bars_map
         if config.window_bars not in windows:
@@ -279,7 +279,6 @@ def _infill(
             index.add_bars(piece.score.notes)
     rng = np.random.default_rng([config.seed, 2])
     cases = [_infill_window(rng, held_out, config.window_bars) for _ in range(config.infill_samples)]
-    encoder_config = systems.model.encoder_config
     for k in range(_WARM_UP):
         case = cases[k % len(cases)]
         _generate(systems.model, case, _infill_request(case, config, -1 - k))
@@ -291,8 +290,7 @@ def _infill(
     bar = _bar(config, len(cases), "infill")
     for k, case in enumerate(cases):
         request = _infill_request(case, config, k)
-        numerator, denominator = (int(v) for v in case.score.time_signatures[case.bar])
-        bar_ticks = int(encoder_config.bar_ticks[encoder_config.time_signature_index(numerator, denominator)])
+        bar_ticks = int(case.score.bar_ticks()[case.bar])
         reference = case.cell(case.track, case.bar)
         notes = case.score.notes
         context = notes.select(~((notes.track == case.track) & (notes.bar == case.bar)))
@@ -317,7 +315,7 @@ def _infill(
                 rows[name].append(
                     infill_sample_metrics(
                         bar_notes, reference, bar_ticks=bar_ticks,
-                        beats_per_bar=bar_ticks / encoder_config.resolution,
+                        beats_per_bar=bar_ticks / case.score.resolution,
                         context_bars=context, key=key, is_drum=is_drum, training_index=index,
                     )
                 )  # fmt: skip
@@ -458,16 +456,6 @@ def _realised(
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _bar(config: EvalConfig, total: int, what: str) -> Any:
     return tqdm(total=total, desc=what, unit="gen", disable=not config.progress, leave=False)
 
