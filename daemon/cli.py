@@ -146,6 +146,10 @@ _TRAIN_FLAGS: dict[str, tuple[str, type | None]] = {
     "eval_samples": ("size of the fixed validation set", None),
     "checkpoint_interval": ("steps between resumable checkpoints", None),
     "val_fraction": ("share of pieces held out for validation", None),
+    "merge_probability": ("share of windows whose voices are merged into a keyboard reduction", None),
+    "double_probability": ("share of reductions doubled at octaves (organ registration)", None),
+    "rescale_probability": ("share of windows written 4x/2x faster or slower", None),
+    "init_from": ("start from this bundle's weights (default, or a .safetensors/.pt path): fine-tuning", str),
     "limit": ("use at most this many pieces (quick runs)", int),
     "cache_dir": ("corpus cache folder (default: ~/.cache/sideman/corpus)", str),
     "workers": ("corpus extraction processes", None),
@@ -388,6 +392,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         with logging_redirect_tqdm():  # validation lines above the progress bar, not through it
             result = train(config, resume=args.resume, progress=not args.no_progress)
+    except TrainConfigError as exc:
+        raise CliError(f"--{exc.field.replace('_', '-')}: {exc.reason}") from exc
     except (CorpusError, SampleError, SampleConfigError, RunFileError, TrainRuntimeError, *user_errors()) as exc:
         raise CliError(str(exc)) from exc
     if result.rank != 0:

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from ..model import ModelConfig
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Augmentation defaults (samples.py's module docstring), shared by SampleConfig and TrainConfig.
+MERGE_PROBABILITY = 0.4
+DOUBLE_PROBABILITY = 0.6
+RESCALE_PROBABILITY = 0.3
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Settings of a saved run that a resume may change: where and how fast it runs, not what it learns.
 RUNTIME_FIELDS = ("device", "threads", "workers", "cache_dir", "checkpoint_interval")
@@ -52,10 +56,14 @@ class TrainConfig:
     n_head: int = 4
     n_positions: int = 1024
     dropout: float = 0.0
+    init_from: str | None = None  # start from this bundle's weights ("default" or a path); same shape
     # data and optimisation
     batch_size: int = 16
     max_len: int = 512
     length_pool: int = 8  # batches drawn at once and grouped by length (1: no grouping)
+    merge_probability: float = MERGE_PROBABILITY  # keyboard reductions of 2..all voices
+    double_probability: float = DOUBLE_PROBABILITY  # of reductions: octave doublings
+    rescale_probability: float = RESCALE_PROBABILITY  # windows written 4x/2x faster or slower
     steps: int | None = None
     minutes: float | None = 20.0
     lr: float = 1e-3
@@ -119,6 +127,9 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip"):
             if not getattr(self, name) >= 0:
                 raise TrainConfigError(name, f"must be >= 0, got {getattr(self, name)!r}")
+        for name in ("merge_probability", "double_probability", "rescale_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise TrainConfigError(name, f"must lie in [0, 1], got {getattr(self, name)!r}")
         for name in ("beta1", "beta2", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise TrainConfigError(name, f"must lie in [0, 1), got {getattr(self, name)!r}")
@@ -136,6 +147,16 @@ class TrainConfig:
         return ModelConfig(
             vocab_size=len(EncoderConfig.yellow().vocabulary), n_positions=self.n_positions,
             n_embd=self.n_embd, n_layer=self.n_layer, n_head=self.n_head, dropout=self.dropout,
+        )  # fmt: skip
+
+    def sample_config(self) -> Any:
+        """The ``SampleConfig`` of this run's training and validation sequences."""
+        from .samples import SampleConfig
+
+        return SampleConfig(
+            max_len=self.max_len, merge_probability=self.merge_probability,
+            double_probability=self.double_probability,
+            rescale_probability=self.rescale_probability,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..checkpoint import save_bundle
 from ..model import GPT2
 from ..vocab import EncoderConfig
-from .config import RUNTIME_FIELDS, TrainConfig, lr_at
+from .config import RUNTIME_FIELDS, TrainConfig, TrainConfigError, lr_at
 from .run_files import (
     CHECKPOINT_NAME,
     History,
@@ -146,19 +146,22 @@ def _run(
 ) -> TrainResult:
     out_dir = Path(config.out_dir)
 
+    # model (first, so a bad --init-from fails before the corpus loads), optimiser, loss scaling
+    model_config = config.model_config()
+    model = GPT2(model_config, generator=torch.Generator().manual_seed(config.seed))
+    if state is None and config.init_from is not None:
+        _load_initial_weights(model, config.init_from)
+    model = model.to(device)
+    optimizer = _adamw(model, config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    history = History()
+    step, total_steps, tokens_seen, train_seconds = 0, config.steps, 0, 0.0
+
     # data: every rank its own sample stream; a fixed validation set on rank 0
     encoder_config = EncoderConfig.yellow()
     train_pieces, val_pieces = _load_pieces(config, dist, progress)
     stream_seed = config.seed + 7919 * dist.rank
     val_batches = _validation_batches(val_pieces, encoder_config, config) if dist.is_main else []
-
-    # model, optimiser, loss scaling (fp16 only)
-    model_config = config.model_config()
-    model = GPT2(model_config, generator=torch.Generator().manual_seed(config.seed)).to(device)
-    optimizer = _adamw(model, config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    history = History()
-    step, total_steps, tokens_seen, train_seconds = 0, config.steps, 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -334,6 +337,24 @@ def _load_pieces(
     return list(train_pieces), list(val_pieces)
 
 
+def _load_initial_weights(model: GPT2, name: str) -> None:
+    """Copy the weights of bundle ``name`` (a shipped name or a path) into ``model`` (fine-tuning)."""
+    from ..checkpoint import CheckpointError, load_bundle
+    from ..inference import EngineError, find_pretrained
+
+    try:
+        bundle = load_bundle(find_pretrained(name))
+    except (CheckpointError, EngineError) as exc:
+        raise TrainConfigError("init_from", str(exc)) from exc
+    own, theirs = model.config.to_dict(), bundle.model_config.to_dict()
+    differ = [k for k in own if k != "dropout" and own[k] != theirs.get(k)]
+    if differ:
+        shapes = ", ".join(f"{k} {theirs.get(k)} (this run: {own[k]})" for k in differ)
+        raise TrainConfigError("init_from", f"{name} has another shape: {shapes}")
+    with torch.no_grad():
+        model.load_state_dict(bundle.state_dict, strict=True)
+
+
 def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "sideman" / "corpus"
@@ -354,9 +375,9 @@ def _training_batches(
     65% to 94% of the padded batch. Pool ``i`` depends only on the stream seed and ``i``, so a resume
     at step ``s`` skips ``s // length_pool`` pools of samples and ``s % length_pool`` batches.
     """
-    from .samples import SampleConfig, SampleStream
+    from .samples import SampleStream
 
-    stream = SampleStream(pieces, encoder_config, SampleConfig(max_len=config.max_len), seed=seed)
+    stream = SampleStream(pieces, encoder_config, config.sample_config(), seed=seed)
     pool_batches, size = config.length_pool, config.batch_size
     pool_index, skip = divmod(start_step, pool_batches)
     for _ in range(pool_index * pool_batches * size):  # ~1,600 samples/s: seconds per 1,000 steps
@@ -374,11 +395,11 @@ def _validation_batches(
     pieces: Sequence[Any], encoder_config: EncoderConfig, config: TrainConfig
 ) -> list[tuple[Tensor, Tensor]]:
     """The fixed validation samples, padded into batches once (sorted by length: less padding)."""
-    from .samples import SampleConfig, validation_set
+    from .samples import validation_set
 
     samples = validation_set(
         pieces, encoder_config, config.eval_samples, seed=config.seed,
-        config=SampleConfig(max_len=config.max_len),
+        config=config.sample_config(),
     )  # fmt: skip
     samples = sorted(samples, key=len)
     return [

@@ -31,13 +31,22 @@ reproducible and shares no state. One sample:
 6. **Attributes** come from the tokenizer over every bar of the window (targets included, so a
    value describes the bars the model writes, as an attribute request does). Each track keeps them
    with ``attribute_probability`` = 0.8; otherwise it has none, like a fully generated track.
-7. **Reduction** (``merge_probability`` = 0.3 of windows with two or more melodic tracks): 2..all
+7. **Reduction** (``merge_probability`` = 0.4 of windows with two or more melodic tracks): 2..all
    melodic tracks are merged into one keyboard-like track (piano, electric piano, organ or string
    ensemble, in the place of the first of them; unisons kept once, the longer note winning), as a
    pianist's reduction of the parts. Single voices are monophonic, so without it the model would
    never see a chord in one track and could not follow polyphony attributes above one note;
    merged chorale voices give it two to four (drawn before the kind, so every kind sees it).
-8. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
+   Three reductions in five (``double_probability``) are also *registered* like an organ's couplers:
+   every note doubled at one to three octave shifts drawn from -2..+2 octaves (copies outside
+   0..127 dropped), which gives a track five to sixteen sounding notes, the upper polyphony
+   levels no corpus part reaches.
+8. **Diminution and augmentation** (``rescale_probability`` = 0.3 of windows, when the piece
+   has the bars in one meter): the music written 4 or 2 times faster, or 2 or 4 times slower
+   (``TIME_SCALES``, equally likely), the window drawn over that many times more (fewer) bars,
+   onsets and durations scaled (rounded down, at least one tick). Chorales move in quarters and eighths; rescaled they give the thirty-seconds,
+   sixteenths, halves and wholes of the outer note-duration levels.
+9. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
    smaller ``num_bars_map`` value, same start), then with one random track fewer at a time; it
    is never cut.
 """
@@ -52,6 +61,11 @@ import numpy as np
 
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.tokenizer import BarMode, Tokenizer
+from sideman.engine.train.config import (
+    DOUBLE_PROBABILITY,
+    MERGE_PROBABILITY,
+    RESCALE_PROBABILITY,
+)
 from sideman.engine.train.corpus import Piece
 from sideman.engine.vocab import EncoderConfig
 
@@ -77,7 +91,9 @@ class SampleConfig:
     attribute_probability: float = 0.8  # per track
     transpose: tuple[int, int] = (-5, 6)  # semitones, both ends included
     max_len: int = 1024
-    merge_probability: float = 0.3  # of windows with two or more melodic tracks
+    merge_probability: float = MERGE_PROBABILITY  # of windows with two or more melodic tracks
+    double_probability: float = DOUBLE_PROBABILITY  # of reductions: octave doublings
+    rescale_probability: float = RESCALE_PROBABILITY  # of windows: faster or slower (TIME_SCALES)
 
     def __post_init__(self) -> None:
         for name in (
@@ -86,6 +102,8 @@ class SampleConfig:
             "mask_probability",
             "attribute_probability",
             "merge_probability",
+            "double_probability",
+            "rescale_probability",
         ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -123,6 +141,8 @@ class Sample:
     attributes: np.ndarray  # (n_tracks, 5) emitted attribute values, -1 = none
     fill_targets: tuple[tuple[int, int], ...]  # (window track, bar) in fill-block order
     merged_tracks: tuple[int, ...] = ()  # piece tracks merged into one reduction track, if any
+    octave_shifts: tuple[int, ...] = ()  # semitones of the reduction's doublings, if any
+    time_scale: float = 1.0  # written durations / the piece's (0.25: four times faster)
 
 
 @dataclass(frozen=True)
@@ -178,14 +198,22 @@ class SampleStream:
             piece = self._draw_piece()
             sizes = self._window_sizes[self._window_sizes <= piece.score.n_bars]
             size = int(rng.choice(sizes))
-            start = int(rng.integers(0, piece.score.n_bars - size + 1))
-            window_notes = _notes_in_bars(piece, start, size)
+            scale = 1.0
+            if rng.random() < self.config.rescale_probability:
+                scale = float(rng.choice(TIME_SCALES))
+                scale = scale if piece.score.n_bars >= _span(size, scale) else 1.0
+            span = _span(size, scale)
+            start = int(rng.integers(0, piece.score.n_bars - span + 1))
+            if scale != 1 and not _can_rescale(piece.score, start, span, scale):
+                scale, span = 1.0, size
+                start = int(rng.integers(0, piece.score.n_bars - size + 1))
+            window_notes = _notes_in_bars(piece, start, span)
             tracks = np.unique(piece.score.notes.track[window_notes])
             if not len(tracks):
                 continue
             interval = self._interval(piece, window_notes)
             while True:
-                sample = self._plan_and_encode(piece, start, size, tracks, interval)
+                sample = self._plan_and_encode(piece, start, size, tracks, interval, scale)
                 if sample is not None and len(sample.ids) <= self.config.max_len:
                     return sample
                 smaller = self._window_sizes[self._window_sizes < size]
@@ -217,16 +245,28 @@ class SampleStream:
         return int(self._rng.integers(low, high + 1))
 
     def _plan_and_encode(
-        self, piece: _PieceData, start: int, size: int, tracks: np.ndarray, interval: int
+        self,
+        piece: _PieceData,
+        start: int,
+        size: int,
+        tracks: np.ndarray,
+        interval: int,
+        time_scale: float = 1.0,
     ) -> Sample | None:
         """The window's tracks that have notes, planned and encoded; None when none has notes."""
-        window, kept = _window(piece, start, size, tracks, interval)
+        window, kept = _window(piece, start, _span(size, time_scale), tracks, interval)
         if window.n_tracks == 0:
             return None
+        if time_scale != 1:
+            window = rescale(window, time_scale)
         rng, config = self._rng, self.config
         merged: tuple[int, ...] = ()
+        shifts: tuple[int, ...] = ()
         if rng.random() < config.merge_probability:
             window, kept, merged = merge_tracks(rng, window, kept)
+            if merged and rng.random() < config.double_probability:
+                target = int(np.flatnonzero(kept == merged[0])[0])
+                window, shifts = double_octaves(rng, window, target)
         cells = np.zeros((window.n_tracks, size), dtype=np.bool_)
         cells[window.notes.track, window.notes.bar] = True
         draw = rng.random()
@@ -260,6 +300,8 @@ class SampleStream:
             attributes=attributes,
             fill_targets=encoded.fill_targets,
             merged_tracks=merged,
+            octave_shifts=shifts,
+            time_scale=time_scale,
         )
 
 
@@ -354,22 +396,92 @@ def merge_tracks(
     merged = NoteArrays(
         remap[notes.track], notes.bar, notes.onset, notes.duration, notes.pitch, notes.velocity
     )
-    order = np.lexsort((-merged.duration, merged.pitch, merged.onset, merged.bar, merged.track))
-    merged = merged.take(order)
-    keys = np.stack([merged.track, merged.bar, merged.onset, merged.pitch], axis=1)
-    first = np.ones(len(merged), dtype=bool)
-    first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
     info = [window.track_info[int(t)] for t in staying]
     program = int(rng.choice(REDUCTION_PROGRAMS))
     info[int(remap[group[0]])] = TrackInfo(program=program, is_drum=False, name="reduction")
-    reduced = Score(
+    reduced = _with_notes(window, _drop_unisons(merged), info)
+    return reduced, kept[staying], tuple(int(t) for t in kept[group])
+
+
+TIME_SCALES = (0.25, 0.5, 2.0, 4.0)
+OCTAVE_SHIFTS = np.array([-12, 12, 24, -24])
+_OCTAVE_WEIGHTS = np.array([0.35, 0.35, 0.15, 0.15])
+
+
+def double_octaves(
+    rng: np.random.Generator, window: Score, track: int
+) -> tuple[Score, tuple[int, ...]]:
+    """``track`` of ``window`` with every note also sounding at one to three octave shifts (an
+    organ registration: 16', 4', 2' couplers on the 8'); copies outside 0..127 dropped, unisons
+    kept once. Returns the window and the shifts, in semitones, ascending."""
+    count = int(rng.integers(1, len(OCTAVE_SHIFTS)))
+    shifts = np.sort(rng.choice(OCTAVE_SHIFTS, count, replace=False, p=_OCTAVE_WEIGHTS))
+    notes = window.notes
+    own = notes.select(notes.track == track)
+    copies = [notes]
+    for shift in shifts:
+        pitch = own.pitch + shift
+        keep = (pitch >= 0) & (pitch <= 127)
+        moved = own.select(keep)
+        copies.append(
+            NoteArrays(moved.track, moved.bar, moved.onset, moved.duration, pitch[keep], moved.velocity)
+        )
+    doubled = _drop_unisons(NoteArrays.concatenate(copies))
+    return _with_notes(window, doubled), tuple(int(s) for s in shifts)
+
+
+def _span(size: int, scale: float) -> int:
+    """Piece bars that make ``size`` window bars written at ``scale``."""
+    return max(1, round(size / scale))
+
+
+def _can_rescale(score: Score, start: int, span: int, scale: float) -> bool:
+    """Whether bars [start, start + span) share one meter that divides into ``1/scale`` parts."""
+    meters = score.time_signatures[start : start + span]
+    divisor = round(1 / scale) if scale < 1 else 1
+    return bool(np.all(meters == meters[0])) and int(score.bar_ticks()[start]) % divisor == 0
+
+
+def rescale(window: Score, scale: float) -> Score:
+    """``window`` (one meter) written with durations ``scale`` times the original: 0.5 puts
+    bars 2k and 2k+1 into bar k at double speed, 2 spreads each bar over two. Onsets and durations
+    are rounded down, durations to at least one tick (the tokenizer caps them at 8 beats)."""
+    notes = window.notes
+    bar_ticks = int(window.bar_ticks()[0])
+    absolute = notes.bar.astype(np.int64) * bar_ticks + notes.onset
+    onset = (absolute * scale).astype(np.int64)
+    duration = np.maximum((notes.duration * scale).astype(np.int64), 1)
+    n_bars = _span(window.n_bars, 1 / scale)
+    fast = NoteArrays(
+        notes.track, onset // bar_ticks, onset % bar_ticks, duration, notes.pitch, notes.velocity
+    )
+    return Score(
         resolution=window.resolution,
-        time_signatures=window.time_signatures,
-        track_info=info,
-        notes=merged.select(first).sorted(),
+        time_signatures=np.repeat(window.time_signatures[:1], n_bars, axis=0),
+        track_info=window.track_info,
+        notes=_drop_unisons(fast),
         tempo=window.tempo,
     )
-    return reduced, kept[staying], tuple(int(t) for t in kept[group])
+
+
+def _drop_unisons(notes: NoteArrays) -> NoteArrays:
+    """``notes`` sorted, one note per (track, bar, onset, pitch): the longest."""
+    order = np.lexsort((-notes.duration, notes.pitch, notes.onset, notes.bar, notes.track))
+    notes = notes.take(order)
+    keys = np.stack([notes.track, notes.bar, notes.onset, notes.pitch], axis=1)
+    first = np.ones(len(notes), dtype=bool)
+    first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+    return notes.select(first).sorted()
+
+
+def _with_notes(window: Score, notes: NoteArrays, track_info: list[TrackInfo] | None = None) -> Score:
+    return Score(
+        resolution=window.resolution,
+        time_signatures=window.time_signatures,
+        track_info=window.track_info if track_info is None else track_info,
+        notes=notes,
+        tempo=window.tempo,
+    )
 
 
 def _infill_modes(rng: np.random.Generator, cells: np.ndarray) -> np.ndarray:

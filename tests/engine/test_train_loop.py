@@ -111,6 +111,31 @@ def test_a_run_folder_is_not_overwritten_and_resume_needs_a_checkpoint(run, tiny
         train(replace(tiny, out_dir=str(tmp_path / "empty")), resume=True, progress=False)
 
 
+def test_a_run_can_start_from_the_weights_of_a_bundle(run, tiny, tmp_path):
+    start = dict(steps=1, lr=1e-12, min_lr=0.0, warmup_steps=0, eval_interval=1, dropout=0.0)
+    fine = replace(tiny, out_dir=str(tmp_path / "fine"), init_from=str(run.bundles[0]), **start)
+    fresh = replace(tiny, out_dir=str(tmp_path / "fresh"), **start)
+    trained = load_model(run.bundles[0])[0].state_dict()
+    for config, same in ((fine, True), (fresh, False)):
+        result = train(config, progress=False)
+        weights = load_model(result.bundles[0])[0].state_dict()
+        close = all(torch.allclose(weights[k], trained[k], atol=1e-6) for k in trained)
+        assert close is same
+    assert json.loads((tmp_path / "fine" / "train_log.json").read_text())["train_config"][
+        "init_from"
+    ] == str(run.bundles[0])
+
+
+def test_init_from_names_the_flag_when_the_bundle_is_missing_or_of_another_shape(run, tiny, tmp_path):
+    other_shape = replace(tiny, out_dir=str(tmp_path / "a"), n_layer=1, init_from=str(run.bundles[0]))
+    with pytest.raises(TrainConfigError, match="n_layer 2 \\(this run: 1\\)") as caught:
+        train(other_shape, progress=False)
+    assert caught.value.field == "init_from"
+    missing = replace(tiny, out_dir=str(tmp_path / "b"), init_from=str(tmp_path / "none.safetensors"))
+    with pytest.raises(TrainConfigError, match="does not exist"):
+        train(missing, progress=False)
+
+
 def test_the_config_names_the_bad_field():
     with pytest.raises(TrainConfigError, match="divisible") as caught:
         TrainConfig(n_embd=250, n_head=4)

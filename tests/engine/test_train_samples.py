@@ -15,11 +15,14 @@ from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.tokenizer import BarMode, Tokenizer
 from sideman.engine.train.corpus import Piece
 from sideman.engine.train.samples import (
+    TIME_SCALES,
     Sample,
     SampleConfig,
     SampleConfigError,
     SampleError,
     SampleStream,
+    double_octaves,
+    rescale,
     validation_set,
 )
 from sideman.engine.vocab import ATTRIBUTE_NAMES, EncoderConfig, TokenType
@@ -32,7 +35,7 @@ PLACEHOLDER, FILL_START, FILL_END = (
     VOCAB.encode(TokenType.FILL_IN_START),
     VOCAB.encode(TokenType.FILL_IN_END),
 )
-PLAIN = SampleConfig(infill_probability=0, ar_probability=0)
+PLAIN = SampleConfig(infill_probability=0, ar_probability=0, rescale_probability=0)
 INFILL = SampleConfig(infill_probability=1, ar_probability=0)
 AUTOREGRESSIVE = SampleConfig(infill_probability=0, ar_probability=1)
 
@@ -147,7 +150,7 @@ def test_a_plain_sample_decodes_to_exactly_the_window_transposed():
 
 def test_drums_are_never_transposed_and_pitches_stay_in_range():
     piece = two_track_piece(top_pitch=125)  # melody 113 + bar: bar 7 allows no more than +7
-    for sample in draw(SampleConfig(transpose=(-5, 6)), n=60, piece=piece):
+    for sample in draw(SampleConfig(transpose=(-5, 6), rescale_probability=0), n=60, piece=piece):
         window = sample.window
         drums = np.array([t.is_drum for t in window.track_info])[window.notes.track]
         assert set(window.notes.pitch[drums].tolist()) <= {36, 38}
@@ -288,6 +291,8 @@ def test_the_validation_set_is_fixed_for_a_seed():
             "infill_probability \\+ ar_probability",
         ),
         ({"mask_probability": 1.5}, "mask_probability"),
+        ({"double_probability": -0.1}, "double_probability"),
+        ({"rescale_probability": 2}, "rescale_probability"),
         ({"transpose": (3, -3)}, "transpose"),
         ({"max_len": 1}, "max_len"),
     ],
@@ -330,7 +335,10 @@ def three_voice_piece() -> Piece:
 
 def test_a_reduction_merges_melodic_voices_into_one_chordal_track():
     piece = three_voice_piece()
-    config = SampleConfig(infill_probability=0, ar_probability=0, merge_probability=1.0)
+    config = SampleConfig(
+        infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
+        rescale_probability=0,
+    )  # fmt: skip
     samples = draw(config, n=40, piece=piece)
     assert {len(s.merged_tracks) for s in samples} == {2, 3}
     for sample in samples:
@@ -362,3 +370,103 @@ def test_a_reduction_merges_melodic_voices_into_one_chordal_track():
 def test_merge_probability_zero_keeps_every_voice_apart():
     samples = draw(SampleConfig(merge_probability=0.0), n=20, piece=three_voice_piece())
     assert all(s.merged_tracks == () and s.window.n_tracks == 4 for s in samples)
+
+
+def test_octave_doublings_add_each_note_at_every_shift_within_midi_range():
+    window = three_voice_piece().score
+    rng = np.random.default_rng(3)
+    seen = set()
+    for _ in range(30):
+        doubled, shifts = double_octaves(rng, window, 0)
+        seen.update(shifts)
+        assert 1 <= len(shifts) <= 3 and list(shifts) == sorted(set(shifts))
+        assert set(shifts) <= {-24, -12, 12, 24}
+        others = doubled.notes.select(doubled.notes.track != 0)
+        assert np.array_equal(others.as_table(), window.notes.select(window.notes.track != 0).as_table())
+        own = window.notes.select(window.notes.track == 0)
+        expected = {
+            (int(b), int(o), int(p) + s)
+            for b, o, p in zip(own.bar, own.onset, own.pitch, strict=True)
+            for s in (0, *shifts)
+            if 0 <= int(p) + s <= 127
+        }
+        notes = doubled.notes.select(doubled.notes.track == 0)
+        assert len(notes) == len(expected)
+        assert {(int(b), int(o), int(p)) for b, o, p in zip(notes.bar, notes.onset, notes.pitch, strict=True)} == expected
+    assert seen == {-24, -12, 12, 24}
+    high = Score(
+        resolution=12, time_signatures=[(4, 4)], track_info=[TrackInfo(program=0)],
+        notes=NoteArrays.from_rows([(0, 0, 0, 12, 120, 80)]),
+    )  # fmt: skip
+    for _ in range(10):
+        doubled, shifts = double_octaves(rng, high, 0)
+        assert doubled.notes.pitch.max() <= 127
+        assert len(doubled.notes) == 1 + sum(1 for s in shifts if s < 0)
+
+
+def test_rescaling_writes_the_music_faster_or_slower_in_whole_bars():
+    rows = [(0, 0, 0, 12, 60, 80), (0, 0, 12, 6, 62, 80), (0, 1, 0, 48, 64, 80), (0, 1, 36, 1, 65, 80)]
+    window = Score(
+        resolution=12, time_signatures=[(4, 4)] * 2, track_info=[TrackInfo(program=0)],
+        notes=NoteArrays.from_rows(rows),
+    )  # fmt: skip
+    faster = rescale(window, 0.5)
+    assert faster.n_bars == 1
+    assert faster.notes.as_table()[:, 1:4].tolist() == [[0, 0, 6], [0, 6, 3], [0, 24, 24], [0, 42, 1]]
+    slower = rescale(window, 2.0)
+    assert slower.n_bars == 4 and slower.time_signatures.tolist() == [[4, 4]] * 4
+    assert slower.notes.as_table()[:, 1:4].tolist() == [[0, 0, 24], [0, 24, 12], [2, 0, 96], [3, 24, 2]]
+    assert np.array_equal(slower.notes.pitch, window.notes.pitch)
+    levels = TOKENIZER.compute_attributes(slower)[0, ATTRIBUTE_NAMES.index("max_note_duration")]
+    assert levels == 5  # a whole note and longer
+
+
+def long_chorale_piece(n_bars: int) -> Piece:
+    """Four voices in quarter notes, 4/4 throughout: every time scale fits."""
+    rows = [
+        (voice, bar, 12 * beat, 12, 72 - 7 * voice + (bar + beat) % 5, 80)
+        for voice in range(4)
+        for bar in range(n_bars)
+        for beat in range(4)
+    ]
+    score = Score(
+        resolution=12, time_signatures=[(4, 4)] * n_bars,
+        track_info=[TrackInfo(program=52, name=f"voice {v}") for v in range(4)],
+        notes=NoteArrays.from_rows(rows),
+    )  # fmt: skip
+    return Piece("test/long-chorale", "test", score)
+
+
+def test_rescaled_samples_decode_to_their_window_with_scaled_note_lengths():
+    config = SampleConfig(infill_probability=0, ar_probability=0, rescale_probability=1.0, merge_probability=0)
+    samples = draw(config, n=60, piece=long_chorale_piece(32))  # 8 bars at 1/4 need 32
+    assert {s.time_scale for s in samples} == set(TIME_SCALES)
+    for sample in samples:
+        assert sample.window.n_bars in (4, 8)
+        durations = set(sample.window.notes.duration.tolist())
+        assert durations == {max(1, int(12 * sample.time_scale))}  # quarters, rescaled
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert_valid_sequence(sample)
+
+
+def test_a_window_across_a_meter_change_is_never_rescaled():
+    config = SampleConfig(rescale_probability=1.0)
+    samples = draw(config, n=60, piece=two_track_piece())  # 4/4 for six bars, then 3/4
+    for sample in samples:
+        if sample.time_scale != 1:
+            assert len({tuple(m) for m in sample.window.time_signatures.tolist()}) == 1
+        assert_valid_sequence(sample)
+
+
+def test_doubled_reductions_reach_the_upper_polyphony_levels():
+    config = SampleConfig(merge_probability=1.0, double_probability=1.0, rescale_probability=0)
+    samples = draw(config, n=60, piece=long_chorale_piece(8))
+    assert all(s.octave_shifts for s in samples if s.merged_tracks)
+    top = max(
+        int(s.attributes[int(np.searchsorted(s.source_tracks, s.merged_tracks[0])), ATTRIBUTE_NAMES.index("max_polyphony")])
+        for s in samples
+    )
+    assert top >= 7  # eight or more notes at once; the voices alone never exceed four
+    for sample in samples:
+        assert_valid_sequence(sample)
