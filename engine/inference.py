@@ -538,12 +538,13 @@ class GenerationSession:
     def _pick_candidate(
         self, step: Step, prompt: _Prompt, tokens: np.ndarray, scores: np.ndarray
     ) -> tuple[NoteArrays | None, list[str], tuple[float, NoteArrays] | None]:
-        """Decode each candidate; keep the most likely one that passes the enabled checks.
+        """Decode each candidate; keep the one that passes the enabled checks and comes closest to
+        the requested attributes (``_attribute_distance``), the most likely among equals.
 
         Also returns the most likely candidate rejected only for silence (score, notes), or None.
         """
         reasons: list[str] = []
-        best: tuple[float, NoteArrays] | None = None
+        best: tuple[tuple[int, float], NoteArrays] | None = None
         best_silent: tuple[float, NoteArrays] | None = None
         for row in range(tokens.shape[0]):
             generated = tokens[row][tokens[row] >= 0]
@@ -554,9 +555,33 @@ class GenerationSession:
                 if reason.startswith(SILENCE_REASON) and (best_silent is None or scores[row] > best_silent[0]):
                     best_silent = (float(scores[row]), notes)
                 continue
-            if best is None or scores[row] > best[0]:
-                best = (float(scores[row]), notes)
+            rank = (-self._attribute_distance(step, notes), float(scores[row]))
+            if best is None or rank > best[0]:
+                best = (rank, notes)
         return (best[1] if best else None), reasons, best_silent
+
+    def _attribute_distance(self, step: Step, notes: NoteArrays) -> int:
+        """Sum over the attributes requested for this step's tracks of |realised - requested| bins,
+        the realised level read from the candidate's target bars alone (0 when none is requested).
+
+        Attribute tokens only condition the model; among several candidates this keeps the one
+        that did what was asked, so a request for four-note chords is not answered with a line
+        just because the line was more likely.
+        """
+        requested = [
+            (track, ATTRIBUTE_NAMES.index(name), int(value))
+            for track, prompt in self.prompts_by_track.items()
+            if track in step.track_indices
+            for name, value in prompt.attributes.items()
+        ]
+        if not requested:
+            return 0
+        window = self._with_candidate(step, notes).slice_bars(step.start_bar, step.end_bar)
+        targets = np.zeros((window.n_tracks, window.n_bars), dtype=np.bool_)
+        for track, bar in step.targets:
+            targets[track, bar - step.start_bar] = True
+        realised = self.engine.tokenizer.compute_attributes(window, bar_mask=targets)
+        return sum(abs(int(realised[t, a]) - v) for t, a, v in requested if realised[t, a] >= 0)
 
     def _target_notes(self, step: Step, prompt: _Prompt, generated: np.ndarray) -> NoteArrays:
         """Notes of this step's target bars, in global (track, bar) coordinates at model resolution."""
@@ -597,11 +622,15 @@ class GenerationSession:
         return None
 
     def _splice(self, step: Step, prompt: _Prompt, notes: NoteArrays) -> None:
+        self.score = self._with_candidate(step, notes)
+
+    def _with_candidate(self, step: Step, notes: NoteArrays) -> Score:
+        """The session's score with this step's target bars replaced by ``notes``."""
         current = self.score.notes
         drop = np.zeros(len(current), dtype=bool)
         for track, bar in step.targets:
             drop |= (current.track == track) & (current.bar == bar)
-        self.score = self.score.with_notes(NoteArrays.concatenate([current.select(~drop), notes]))
+        return self.score.with_notes(NoteArrays.concatenate([current.select(~drop), notes]))
 
 
 def _apply_meter_controls(score: Score, request: GenerationRequest) -> Score:

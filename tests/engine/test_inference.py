@@ -314,3 +314,33 @@ def test_rest_on_silence_keeps_a_silent_candidate_instead_of_failing(engine, mon
     assert len(notes_of(result.score, 3, 4)) == 0
     assert result.steps[0].rested and result.steps[0].attempts == 2
     assert_untouched_outside(score, result.score, [(3, 4)])
+
+
+def test_requested_attributes_pick_the_candidate_that_follows_them(engine, monkeypatch):
+    """A line (polyphony level 0) is likelier than four-note chords (level 3); asked for level 3,
+    the chords win; asked for nothing, likelihood decides."""
+    from sideman.engine.inference import GenerationSession
+    from sideman.engine.planner import plan_request
+
+    line = NoteArrays.from_rows([(3, 4, 12 * beat, 12, 60 + beat, 80) for beat in range(4)])
+    chords = NoteArrays.from_rows(
+        [(3, 4, 12 * beat, 12, pitch + beat, 80) for beat in range(4) for pitch in (48, 55, 60, 64)]
+    )
+    candidates = [line, chords]
+    monkeypatch.setattr(
+        GenerationSession, "_target_notes", lambda self, step, prompt, generated: candidates[int(generated[0])]
+    )
+    tokens = np.array([[0], [1]])
+    scores = np.array([-1.0, -5.0])
+    score = demo_score()
+    wanted = (TrackPrompt(id=3, bars=(4,), attributes={"min_polyphony": 3, "max_polyphony": 3}),)
+    for tracks, expected in ((wanted, chords), (None, line)):
+        session = engine.session(score, request(bars=(4,), tracks=tracks))
+        step = plan_request(session.request, session.score)[0]
+        chosen, reasons, _ = session._pick_candidate(step, None, tokens, scores)
+        assert reasons == [] and chosen is expected
+    asked_for_line = (TrackPrompt(id=3, bars=(4,), attributes={"max_polyphony": 0}),)
+    session = engine.session(score, request(bars=(4,), tracks=asked_for_line))
+    step = plan_request(session.request, session.score)[0]
+    assert session._attribute_distance(step, chords) == 3
+    assert session._attribute_distance(step, line) == 0
