@@ -23,7 +23,9 @@ daemon's serving setting:
   (ground truth). The key for the in-key ratio is estimated from the context; the memorisation
   index holds every bar of the training pieces.
 - **realtime**: the wall time of each of the model's infill generations (request to notes: one
-  bar of one voice), after two unmeasured warm-up generations.
+  bar of one voice), after two unmeasured warm-up generations; the quality sections run fp32,
+  and the same requests are timed again at the precision ``sideman serve`` picks by default
+  ("auto": int8 where fbgemm runs), which is the latency a performer gets.
 
 A generation that fails (``GenerationFailed``: every attempt refused by the checks) counts as
 an empty bar in infill and is left out of adherence; both are counted in the report.
@@ -114,6 +116,7 @@ class _Systems:
 
     model: InferenceEngine
     random_init: InferenceEngine
+    serving: InferenceEngine | None = None  # the model at serve's precision, when not fp32
     failures: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def items(self) -> list[tuple[str, InferenceEngine]]:
@@ -154,6 +157,9 @@ def evaluate(checkpoint: str, config: EvalConfig | None = None) -> dict[str, Any
                 "sources", f"{len(pieces)} piece(s) from {', '.join(config.sources)} leave no "
                 f"{'training' if not train else 'held-out'} pieces; use more data"
             )
+        if "realtime" in config.sections:
+            serving = InferenceEngine.from_checkpoint(path, device="cpu", precision="auto")
+            systems.serving = serving if serving.precision != engine.precision else None
         info = _info(path, engine, config, train, held_out)
         sections: dict[str, Any] = {}
         if "validation" in config.sections:
@@ -271,7 +277,7 @@ def trained_levels(
 
 def _infill(
     systems: _Systems, train: Sequence[Piece], held_out: Sequence[Piece], config: EvalConfig
-) -> tuple[InfillComparison, list[float]]:
+) -> tuple[InfillComparison, dict[str, list[float]]]:
     want_metrics = "infill" in config.sections
     index = BarHashIndex()
     if want_metrics:
@@ -279,13 +285,15 @@ def _infill(
             index.add_bars(piece.score.notes)
     rng = np.random.default_rng([config.seed, 2])
     cases = [_infill_window(rng, held_out, config.window_bars) for _ in range(config.infill_samples)]
+    timed = [systems.model] + ([systems.serving] if systems.serving else [])
     for k in range(_WARM_UP):
         case = cases[k % len(cases)]
-        _generate(systems.model, case, _infill_request(case, config, -1 - k))
+        for engine in timed:
+            _generate(engine, case, _infill_request(case, config, -1 - k))
     rows: dict[str, list[dict[str, float]]] = {
         MODEL: [], RANDOM_INIT: [], COPY_PREVIOUS_BAR: [], GROUND_TRUTH: []
     }  # fmt: skip
-    timings: list[float] = []
+    timings: dict[str, list[float]] = {engine.precision: [] for engine in timed}
     engines = systems.items() if want_metrics else [(MODEL, systems.model)]
     bar = _bar(config, len(cases), "infill")
     for k, case in enumerate(cases):
@@ -301,13 +309,15 @@ def _infill(
         for name, engine in engines:
             result, ms = _generate(engine, case, request)
             if name == MODEL:
-                timings.append(ms)
+                timings[engine.precision].append(ms)
             if result is None:
                 systems.count_failure("infill", name)
                 generated[name] = NoteArrays.empty()
             else:
                 out = result.notes
                 generated[name] = out.select((out.track == case.track) & (out.bar == case.bar))
+        if systems.serving is not None:
+            timings[systems.serving.precision].append(_generate(systems.serving, case, request)[1])
         if want_metrics:
             generated[COPY_PREVIOUS_BAR] = case.cell(case.track, case.bar - 1)
             generated[GROUND_TRUTH] = reference

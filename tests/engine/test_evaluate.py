@@ -83,6 +83,11 @@ def test_infill_measures_four_systems_on_the_same_cells(report):
 def test_realtime_times_each_model_infill_and_the_markdown_has_every_section(report):
     ms = report["realtime"]["ms_per_bar"]
     assert ms["n"] == 4 and 0 < ms["min"] <= ms["median"] <= ms["max"]
+    by_precision = report["realtime"]["by_precision"]
+    assert list(by_precision)[0] == "fp32" and by_precision["fp32"] == ms
+    served = InferenceEngine.from_checkpoint(report["info"]["bundle"], device="cpu", precision="auto")
+    assert set(by_precision) == {"fp32", served.precision}  # serve's default precision timed too
+    assert all(stats["n"] == 4 for stats in by_precision.values())
     headings = ("## Validation", "## Attribute-control adherence", "## Infill", "## Real-time")
     headings += ("Requests of the levels the training data holds",)
     for heading in headings:

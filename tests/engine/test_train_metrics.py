@@ -374,7 +374,7 @@ def full_report(comparison: InfillComparison) -> dict:
             RANDOM_INIT: {"max_polyphony": adherence([0, 1, 2], [2, 2, 0], 3)},
         },
         infill=comparison,
-        realtime_ms=[10.0, 20.0, 30.0],
+        realtime_ms={"fp32": [10.0, 20.0, 30.0], "int8": [5.0, 6.0]},
         info={"held-out pieces": 7},
     )
 
@@ -385,7 +385,8 @@ def test_report_is_strict_json_with_perplexity_and_verdicts(comparison):
     assert loaded == report
     assert report["validation"]["perplexity"] == pytest.approx(8.0)
     assert report["adherence"]["model_beats_random_init"] == {"max_polyphony": True}
-    assert report["realtime"]["ms_per_bar"]["median"] == 20.0
+    assert report["realtime"]["ms_per_bar"]["median"] == 20.0  # the quality sections' precision
+    assert report["realtime"]["by_precision"]["int8"]["n"] == 2
     assert report["infill"]["closer_than_baselines"]["chroma_similarity"] == "yes"
     assert report["infill"]["summary"][MODEL]["memorised"]["std"] == 0.0
 
@@ -406,7 +407,8 @@ def test_markdown_shows_each_metric_beside_its_baselines_and_a_verdict(compariso
     )
     assert "| Note-density NRMSE | ↓ (0 = truth) | 0.354 (n=2) |" in text
     assert text.count("| yes |") >= 3 and "| no |" in text
-    assert "| 20.00 | 20.00 | 29.00 | 10.00 | 30.00 | 3 |" in text
+    assert "| fp32 | 20.00 | 20.00 | 29.00 | 10.00 | 30.00 | 3 |" in text
+    assert "| int8 | 5.50 | 5.50 |" in text
     assert "- held-out pieces: 7" in text
 
 
