@@ -5,7 +5,9 @@ daemon's serving setting:
 
 - **validation**: mean next-token cross-entropy (nats/token, fp32) and perplexity over a fixed
   set of training-style sequences drawn from the validation pieces (``validation_set``: the
-  same sampling scheme as training, so infill, autoregressive and reduction samples all count).
+  same sampling scheme as training, so infill, autoregressive, reduction and rescaled samples
+  all count), and again over sequences of the voices as written (no reductions, no rescaling):
+  the figure that stays comparable between runs trained with other augmentation shares.
 - **adherence**: for each attribute and each of its levels, ``adherence_samples`` windows of
   ``window_bars`` held-out bars; one track is regenerated whole with that level requested and
   the engine's own analysis (``Tokenizer.compute_attributes``) of the result is the realised
@@ -166,6 +168,7 @@ def evaluate(checkpoint: str, config: EvalConfig | None = None) -> dict[str, Any
             sections["validation_loss"], sections["validation_tokens"] = _validation(
                 engine, held_out, config
             )
+            sections["validation_voices"] = _validation(engine, held_out, config, voices_only=True)
         if "adherence" in config.sections:
             sections["adherence"] = _adherence(systems, train, held_out, config, info)
         if "infill" in config.sections or "realtime" in config.sections:
@@ -194,13 +197,16 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
 
 # ---- sections ------------------------------------------------------------------------------------
 def _validation(
-    engine: InferenceEngine, held_out: Sequence[Piece], config: EvalConfig
+    engine: InferenceEngine, held_out: Sequence[Piece], config: EvalConfig, voices_only: bool = False
 ) -> tuple[float, int]:
+    """(loss, tokens) on the training mix of samples, or on the voices as written."""
     from sideman.engine.train.samples import SampleConfig, validation_set
 
+    max_len = min(config.max_len, engine.model.config.n_positions)
+    augment = {"merge_probability": 0.0, "rescale_probability": 0.0} if voices_only else {}
     samples = validation_set(
         held_out, engine.encoder_config, config.validation_samples, seed=config.seed,
-        config=SampleConfig(max_len=min(config.max_len, engine.model.config.n_positions)),
+        config=SampleConfig(max_len=max_len, **augment),
     )  # fmt: skip
     return sequence_loss(engine.model, samples)
 

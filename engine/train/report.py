@@ -233,6 +233,7 @@ def build_report(
     *,
     validation_loss: float | None = None,
     validation_tokens: int | None = None,
+    validation_voices: tuple[float, int] | None = None,
     adherence: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     infill: InfillComparison | None = None,
     realtime_ms: Mapping[str, Iterable[float]] | None = None,
@@ -240,18 +241,18 @@ def build_report(
 ) -> dict[str, Any]:
     """The whole evaluation as a JSON-able dict; a section passed as None is reported as None.
 
-    ``validation_loss`` is the mean cross-entropy in nats per token (perplexity = e^loss);
+    ``validation_loss`` is the mean cross-entropy in nats per token (perplexity = e^loss) on the
+    training mix of samples; ``validation_voices`` (loss, tokens) the same on the voices as written
+    (no reductions, no rescaling), comparable across runs with other augmentation shares;
     ``adherence`` maps system ("model", "random-init") → attribute → ``adherence(...)`` dict;
     ``realtime_ms`` maps inference precision ("fp32", "int8", ...) → the times to generate one bar
     of one voice with 1 torch thread; the first precision is the one the quality sections ran.
     """
     validation = None
     if validation_loss is not None:
-        validation = {
-            "loss_nats_per_token": validation_loss,
-            "perplexity": math.exp(validation_loss) if validation_loss < 700 else math.inf,
-            "tokens": validation_tokens,
-        }
+        validation = _loss_entry(validation_loss, validation_tokens)
+        if validation_voices is not None:
+            validation["voices_only"] = _loss_entry(*validation_voices)
     report = {
         "checkpoint": checkpoint,
         "info": dict(info or {}),
@@ -290,13 +291,29 @@ def _stat_cell(stats: Mapping[str, Any]) -> str:
     return f"{_fmt(stats['mean'])} ± {_fmt(stats['std'])} (n={stats['n']})"
 
 
+def _loss_entry(loss: float, tokens: int | None) -> dict[str, Any]:
+    return {
+        "loss_nats_per_token": loss,
+        "perplexity": math.exp(loss) if loss < 700 else math.inf,
+        "tokens": tokens,
+    }
+
+
 def _validation_lines(validation: Mapping[str, Any]) -> list[str]:
-    row = [
-        _fmt(validation["loss_nats_per_token"], 4),
-        _fmt(validation["perplexity"], 3),
-        "—" if validation["tokens"] is None else str(validation["tokens"]),
+    entries = [("training mix", validation)]
+    if validation.get("voices_only"):
+        entries.append(("voices only (no reductions, no rescaling)", validation["voices_only"]))
+    rows = [
+        [
+            name,
+            _fmt(entry["loss_nats_per_token"], 4),
+            _fmt(entry["perplexity"], 3),
+            "—" if entry["tokens"] is None else str(entry["tokens"]),
+        ]
+        for name, entry in entries
     ]
-    return ["## Validation", "", *_table(["Loss (nats/token)", "Perplexity", "Tokens"], [row])]
+    header = ["Samples", "Loss (nats/token)", "Perplexity", "Tokens"]
+    return ["## Validation", "", *_table(header, rows)]
 
 
 def _adherence_lines(section: Mapping[str, Any]) -> list[str]:

@@ -40,6 +40,10 @@ def test_validation_loss_is_the_models_own_and_below_chance(report, run):
     assert (
         abs(validation["loss_nats_per_token"] - run.final_val_loss) < 1.0
     )  # same model, other samples
+    voices = validation["voices_only"]
+    assert 0 < voices["loss_nats_per_token"] < math.log(647) and voices["tokens"] > 100
+    assert voices["loss_nats_per_token"] != validation["loss_nats_per_token"]  # other samples
+    assert "| voices only (no reductions, no rescaling) |" in report["markdown"]
 
 
 def test_adherence_asks_every_level_of_every_melodic_attribute_of_both_systems(report):

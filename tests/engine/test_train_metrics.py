@@ -369,6 +369,7 @@ def full_report(comparison: InfillComparison) -> dict:
         "runs/tiny/model.safetensors",
         validation_loss=math.log(8.0),
         validation_tokens=12345,
+        validation_voices=(math.log(4.0), 999),
         adherence={
             MODEL: {"max_polyphony": adherence([0, 1, 2], [0, 1, 1], 3)},
             RANDOM_INIT: {"max_polyphony": adherence([0, 1, 2], [2, 2, 0], 3)},
@@ -394,8 +395,9 @@ def test_report_is_strict_json_with_perplexity_and_verdicts(comparison):
 def test_markdown_shows_each_metric_beside_its_baselines_and_a_verdict(comparison):
     text = render_markdown(json.loads(json.dumps(full_report(comparison))))
     assert "# Evaluation of `runs/tiny/model.safetensors`" in text
-    assert "| Loss (nats/token) | Perplexity | Tokens |" in text
-    assert "| 2.0794 | 8.000 | 12345 |" in text
+    assert "| Samples | Loss (nats/token) | Perplexity | Tokens |" in text
+    assert "| training mix | 2.0794 | 8.000 | 12345 |" in text
+    assert "| voices only (no reductions, no rescaling) | 1.3863 | 4.000 | 999 |" in text
     assert "| Exact (model) | Exact (random-init) |" in text
     assert "| max_polyphony | 3 | 3 | 0.667 | 0.000 | 1.000 | 0.333 | 0.333 | 1.667 | yes |" in text
     assert "### max_polyphony (random-init)" in text
