@@ -377,7 +377,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig(out_dir=str(args.out), **given)
     except TrainConfigError as exc:
-        raise CliError(f"--{exc.field.replace('_', '-')}: {exc.reason}") from exc
+        raise CliError(exc.flag_message()) from exc
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -393,7 +393,7 @@ def _train(args: argparse.Namespace) -> int:
         with logging_redirect_tqdm():  # validation lines above the progress bar, not through it
             result = train(config, resume=args.resume, progress=not args.no_progress)
     except TrainConfigError as exc:
-        raise CliError(f"--{exc.field.replace('_', '-')}: {exc.reason}") from exc
+        raise CliError(exc.flag_message()) from exc
     except (CorpusError, SampleError, SampleConfigError, RunFileError, TrainRuntimeError, *user_errors()) as exc:
         raise CliError(str(exc)) from exc
     if result.rank != 0:

@@ -66,7 +66,7 @@ def run_eval(args: argparse.Namespace, cli_error: type[Exception], user_errors: 
     try:
         config = EvalConfig(progress=not args.no_progress, **given)
     except EvalConfigError as exc:
-        raise cli_error(f"--{exc.field.replace('_', '-')}: {exc.reason}") from exc
+        raise cli_error(exc.flag_message()) from exc
     out = args.out or Path(f"eval-{Path(args.checkpoint).stem}")
 
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -81,7 +81,7 @@ def run_eval(args: argparse.Namespace, cli_error: type[Exception], user_errors: 
         with logging_redirect_tqdm():
             report = evaluate(args.checkpoint, config)
     except EvalConfigError as exc:
-        raise cli_error(f"--{exc.field.replace('_', '-')}: {exc.reason}") from exc
+        raise cli_error(exc.flag_message()) from exc
     except (CorpusError, SampleError, SampleConfigError, *user_errors) as exc:
         raise cli_error(str(exc)) from exc
     print(render_markdown(report))

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..model import ModelConfig
+    from .samples import SampleConfig
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 # Augmentation defaults (samples.py's module docstring), shared by SampleConfig and TrainConfig.
 MERGE_PROBABILITY = 0.4
 DOUBLE_PROBABILITY = 0.6
 RESCALE_PROBABILITY = 0.3
-DEVICES = ("auto", "cpu", "cuda", "mps")
 # Settings of a saved run that a resume may change: where and how fast it runs, not what it learns.
 RUNTIME_FIELDS = ("device", "threads", "workers", "cache_dir", "checkpoint_interval")
 
@@ -31,6 +32,10 @@ class TrainConfigError(ValueError):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
         self.reason = message
+
+    def flag_message(self) -> str:
+        """The message in the command line's terms: ``--field-name: reason``."""
+        return f"--{self.field.replace('_', '-')}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,7 @@ class TrainConfig:
             n_embd=self.n_embd, n_layer=self.n_layer, n_head=self.n_head, dropout=self.dropout,
         )  # fmt: skip
 
-    def sample_config(self) -> Any:
+    def sample_config(self) -> SampleConfig:
         """The ``SampleConfig`` of this run's training and validation sequences."""
         from .samples import SampleConfig
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -399,7 +399,7 @@ def merge_tracks(
     info = [window.track_info[int(t)] for t in staying]
     program = int(rng.choice(REDUCTION_PROGRAMS))
     info[int(remap[group[0]])] = TrackInfo(program=program, is_drum=False, name="reduction")
-    reduced = _with_notes(window, _drop_unisons(merged), info)
+    reduced = replace(window, track_info=info, notes=_drop_unisons(merged))
     return reduced, kept[staying], tuple(int(t) for t in kept[group])
 
 
@@ -427,7 +427,7 @@ def double_octaves(
             NoteArrays(moved.track, moved.bar, moved.onset, moved.duration, pitch[keep], moved.velocity)
         )
     doubled = _drop_unisons(NoteArrays.concatenate(copies))
-    return _with_notes(window, doubled), tuple(int(s) for s in shifts)
+    return replace(window, notes=doubled), tuple(int(s) for s in shifts)
 
 
 def _span(size: int, scale: float) -> int:
@@ -455,13 +455,8 @@ def rescale(window: Score, scale: float) -> Score:
     fast = NoteArrays(
         notes.track, onset // bar_ticks, onset % bar_ticks, duration, notes.pitch, notes.velocity
     )
-    return Score(
-        resolution=window.resolution,
-        time_signatures=np.repeat(window.time_signatures[:1], n_bars, axis=0),
-        track_info=window.track_info,
-        notes=_drop_unisons(fast),
-        tempo=window.tempo,
-    )
+    meters = np.repeat(window.time_signatures[:1], n_bars, axis=0)
+    return replace(window, time_signatures=meters, notes=_drop_unisons(fast))
 
 
 def _drop_unisons(notes: NoteArrays) -> NoteArrays:
@@ -472,16 +467,6 @@ def _drop_unisons(notes: NoteArrays) -> NoteArrays:
     first = np.ones(len(notes), dtype=bool)
     first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
     return notes.select(first).sorted()
-
-
-def _with_notes(window: Score, notes: NoteArrays, track_info: list[TrackInfo] | None = None) -> Score:
-    return Score(
-        resolution=window.resolution,
-        time_signatures=window.time_signatures,
-        track_info=window.track_info if track_info is None else track_info,
-        notes=notes,
-        tempo=window.tempo,
-    )
 
 
 def _infill_modes(rng: np.random.Generator, cells: np.ndarray) -> np.ndarray:
