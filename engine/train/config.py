@@ -21,6 +21,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MERGE_PROBABILITY = 0.4
 DOUBLE_PROBABILITY = 0.6
 RESCALE_PROBABILITY = 0.3
+REARTICULATE_PROBABILITY = 0.3
 # Settings of a saved run that a resume may change: where and how fast it runs, not what it learns.
 RUNTIME_FIELDS = ("device", "threads", "workers", "cache_dir", "checkpoint_interval")
 
@@ -69,6 +70,7 @@ class TrainConfig:
     merge_probability: float = MERGE_PROBABILITY  # keyboard reductions of 2..all voices
     double_probability: float = DOUBLE_PROBABILITY  # of reductions: octave doublings
     rescale_probability: float = RESCALE_PROBABILITY  # windows written 4x/2x faster or slower
+    rearticulate_probability: float = REARTICULATE_PROBABILITY  # one part in notes of one length
     steps: int | None = None
     minutes: float | None = 20.0
     lr: float = 1e-3
@@ -132,7 +134,8 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip"):
             if not getattr(self, name) >= 0:
                 raise TrainConfigError(name, f"must be >= 0, got {getattr(self, name)!r}")
-        for name in ("merge_probability", "double_probability", "rescale_probability"):
+        shares = ("merge_probability", "double_probability", "rescale_probability")
+        for name in shares + ("rearticulate_probability",):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainConfigError(name, f"must lie in [0, 1], got {getattr(self, name)!r}")
         for name in ("beta1", "beta2", "dropout"):
@@ -162,6 +165,7 @@ class TrainConfig:
             max_len=self.max_len, merge_probability=self.merge_probability,
             double_probability=self.double_probability,
             rescale_probability=self.rescale_probability,
+            rearticulate_probability=self.rearticulate_probability,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

@@ -203,7 +203,8 @@ def _validation(
     from sideman.engine.train.samples import SampleConfig, validation_set
 
     max_len = min(config.max_len, engine.model.config.n_positions)
-    augment = {"merge_probability": 0.0, "rescale_probability": 0.0} if voices_only else {}
+    plain = ("merge_probability", "rescale_probability", "rearticulate_probability")
+    augment = dict.fromkeys(plain, 0.0) if voices_only else {}
     samples = validation_set(
         held_out, engine.encoder_config, config.validation_samples, seed=config.seed,
         config=SampleConfig(max_len=max_len, **augment),

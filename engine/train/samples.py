@@ -64,6 +64,7 @@ from sideman.engine.tokenizer import BarMode, Tokenizer
 from sideman.engine.train.config import (
     DOUBLE_PROBABILITY,
     MERGE_PROBABILITY,
+    REARTICULATE_PROBABILITY,
     RESCALE_PROBABILITY,
 )
 from sideman.engine.train.corpus import Piece
@@ -94,6 +95,7 @@ class SampleConfig:
     merge_probability: float = MERGE_PROBABILITY  # of windows with two or more melodic tracks
     double_probability: float = DOUBLE_PROBABILITY  # of reductions: octave doublings
     rescale_probability: float = RESCALE_PROBABILITY  # of windows: faster or slower (TIME_SCALES)
+    rearticulate_probability: float = REARTICULATE_PROBABILITY  # of windows: one part re-articulated
 
     def __post_init__(self) -> None:
         for name in (
@@ -104,6 +106,7 @@ class SampleConfig:
             "merge_probability",
             "double_probability",
             "rescale_probability",
+            "rearticulate_probability",
         ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -143,6 +146,7 @@ class Sample:
     merged_tracks: tuple[int, ...] = ()  # piece tracks merged into one reduction track, if any
     octave_shifts: tuple[int, ...] = ()  # semitones of the reduction's doublings, if any
     time_scale: float = 1.0  # written durations / the piece's (0.25: four times faster)
+    note_grid: tuple[int, int] = (-1, 0)  # (window track, grid ticks) re-articulated, if any
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ class SampleStream:
             sizes = self._window_sizes[self._window_sizes <= piece.score.n_bars]
             size = int(rng.choice(sizes))
             scale = 1.0
-            if rng.random() < self.config.rescale_probability:
+            if _chance(rng, self.config.rescale_probability):
                 scale = float(rng.choice(TIME_SCALES))
                 scale = scale if piece.score.n_bars >= _span(size, scale) else 1.0
             span = _span(size, scale)
@@ -262,11 +266,17 @@ class SampleStream:
         rng, config = self._rng, self.config
         merged: tuple[int, ...] = ()
         shifts: tuple[int, ...] = ()
-        if rng.random() < config.merge_probability:
+        if _chance(rng, config.merge_probability):
             window, kept, merged = merge_tracks(rng, window, kept)
-            if merged and rng.random() < config.double_probability:
+            if merged and _chance(rng, config.double_probability):
                 target = int(np.flatnonzero(kept == merged[0])[0])
                 window, shifts = double_octaves(rng, window, target)
+        note_grid = (-1, 0)
+        melodic = [t for t, info in enumerate(window.track_info) if not info.is_drum]
+        if melodic and _chance(rng, config.rearticulate_probability):
+            track = int(rng.choice(melodic))
+            window, grid = rearticulate(rng, window, track)
+            note_grid = (track, grid) if grid else note_grid
         cells = np.zeros((window.n_tracks, size), dtype=np.bool_)
         cells[window.notes.track, window.notes.bar] = True
         draw = rng.random()
@@ -302,6 +312,7 @@ class SampleStream:
             merged_tracks=merged,
             octave_shifts=shifts,
             time_scale=time_scale,
+            note_grid=note_grid,
         )
 
 
@@ -317,6 +328,12 @@ def validation_set(
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def _chance(rng: np.random.Generator, probability: float) -> bool:
+    """True with ``probability``; a share of 0 draws nothing, so a stream with an augmentation
+    turned off is the stream of the code from before that augmentation existed."""
+    return probability > 0 and rng.random() < probability
+
+
 def _prepare(piece: Piece, tokenizer: Tokenizer) -> _PieceData:
     score = tokenizer.to_grid(piece.score)
     config = tokenizer.config
@@ -457,6 +474,71 @@ def rescale(window: Score, scale: float) -> Score:
     )
     meters = np.repeat(window.time_signatures[:1], n_bars, axis=0)
     return replace(window, time_signatures=meters, notes=_drop_unisons(fast))
+
+
+DURATION_LEVELS = 6  # 32nd, 16th, 8th, quarter, half, whole: the note-duration attribute's bins
+SPLIT_SHARES = (0.3, 0.6, 1.0)  # of a part's notes that a diminution re-articulates
+
+
+def grid_ticks(resolution: int, level: int) -> int:
+    """The note length of duration level ``level`` (0 = 32nd .. 5 = whole) at ``resolution``
+    ticks per quarter, at least one tick (12 per quarter: 2, 3, 6, 12, 24, 48)."""
+    return max(1, round(resolution * 2.0 ** (level - 3)))
+
+
+def rearticulate(
+    rng: np.random.Generator, window: Score, track: int, level: int | None = None
+) -> tuple[Score, int]:
+    """``track`` of ``window`` played in notes of one length, the others untouched: a part
+    re-articulated as an accompanist would, so its note durations differ from the context's.
+
+    A note-duration level is drawn (``DURATION_LEVELS``, equally likely) unless ``level`` is given,
+    and ``grid_ticks`` gives its length. Shorter than the part's median note: *repeated notes* — 30%, 60% or all of the
+    notes longer than the grid (``SPLIT_SHARES``) become repetitions of their pitch every grid
+    length over their span (the last one cut at the original end). Otherwise: *held notes* — at
+    each grid point of every bar the pitches sounding there are held to the next grid point or the
+    barline (notes that start and end between two points are left out). Returns the window and
+    the grid length in ticks; ``(window, 0)`` when the track would be left without notes.
+    """
+    notes = window.notes
+    own = notes.track == track
+    part = notes.select(own)
+    if not len(part):
+        return window, 0
+    starts = window.bar_starts()
+    absolute = starts[part.bar] + part.onset
+    if level is None:
+        level = int(rng.integers(0, DURATION_LEVELS))
+    grid = grid_ticks(window.resolution, level)
+    if grid < np.median(part.duration):
+        chosen = (rng.random(len(part)) < rng.choice(SPLIT_SHARES)) & (part.duration > grid)
+        counts = np.where(chosen, -(-part.duration // grid), 1)
+        source = np.repeat(np.arange(len(part)), counts)
+        repeat = np.arange(len(source)) - np.repeat(np.cumsum(counts) - counts, counts)
+        onset = absolute[source] + repeat * grid
+        end = absolute[source] + part.duration[source]
+        duration = np.where(chosen[source], np.minimum(grid, end - onset), part.duration[source])
+        inside = onset < starts[-1]  # a note held past the window's end repeats only inside it
+        source, onset, duration = source[inside], onset[inside], duration[inside]
+    else:
+        points = np.concatenate(
+            [np.arange(starts[b], starts[b + 1], grid) for b in range(window.n_bars)]
+        )
+        ends = np.minimum(points + grid, starts[np.searchsorted(starts, points, side="right")])
+        sounding = (absolute[None, :] <= points[:, None]) & (
+            points[:, None] < (absolute + part.duration)[None, :]
+        )
+        at, source = np.nonzero(sounding)
+        onset, duration = points[at], ends[at] - points[at]
+    if not len(source):
+        return window, 0
+    bar = np.searchsorted(starts, onset, side="right") - 1
+    played = NoteArrays(
+        np.full(len(source), track), bar, onset - starts[bar], duration,
+        part.pitch[source], part.velocity[source],
+    )  # fmt: skip
+    rewritten = _drop_unisons(NoteArrays.concatenate([notes.select(~own), played]))
+    return replace(window, notes=rewritten), grid
 
 
 def _drop_unisons(notes: NoteArrays) -> NoteArrays:

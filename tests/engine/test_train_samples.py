@@ -7,6 +7,8 @@ came from.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,8 @@ from sideman.engine.train.samples import (
     SampleError,
     SampleStream,
     double_octaves,
+    grid_ticks,
+    rearticulate,
     rescale,
     validation_set,
 )
@@ -35,7 +39,9 @@ PLACEHOLDER, FILL_START, FILL_END = (
     VOCAB.encode(TokenType.FILL_IN_START),
     VOCAB.encode(TokenType.FILL_IN_END),
 )
-PLAIN = SampleConfig(infill_probability=0, ar_probability=0, rescale_probability=0)
+PLAIN = SampleConfig(
+    infill_probability=0, ar_probability=0, rescale_probability=0, rearticulate_probability=0
+)
 INFILL = SampleConfig(infill_probability=1, ar_probability=0)
 AUTOREGRESSIVE = SampleConfig(infill_probability=0, ar_probability=1)
 
@@ -150,7 +156,8 @@ def test_a_plain_sample_decodes_to_exactly_the_window_transposed():
 
 def test_drums_are_never_transposed_and_pitches_stay_in_range():
     piece = two_track_piece(top_pitch=125)  # melody 113 + bar: bar 7 allows no more than +7
-    for sample in draw(SampleConfig(transpose=(-5, 6), rescale_probability=0), n=60, piece=piece):
+    config = SampleConfig(transpose=(-5, 6), rescale_probability=0, rearticulate_probability=0)
+    for sample in draw(config, n=60, piece=piece):
         window = sample.window
         drums = np.array([t.is_drum for t in window.track_info])[window.notes.track]
         assert set(window.notes.pitch[drums].tolist()) <= {36, 38}
@@ -337,7 +344,7 @@ def test_a_reduction_merges_melodic_voices_into_one_chordal_track():
     piece = three_voice_piece()
     config = SampleConfig(
         infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
-        rescale_probability=0,
+        rescale_probability=0, rearticulate_probability=0,
     )  # fmt: skip
     samples = draw(config, n=40, piece=piece)
     assert {len(s.merged_tracks) for s in samples} == {2, 3}
@@ -438,7 +445,10 @@ def long_chorale_piece(n_bars: int) -> Piece:
 
 
 def test_rescaled_samples_decode_to_their_window_with_scaled_note_lengths():
-    config = SampleConfig(infill_probability=0, ar_probability=0, rescale_probability=1.0, merge_probability=0)
+    config = SampleConfig(
+        infill_probability=0, ar_probability=0, rescale_probability=1.0, merge_probability=0,
+        rearticulate_probability=0,
+    )  # fmt: skip
     samples = draw(config, n=60, piece=long_chorale_piece(32))  # 8 bars at 1/4 need 32
     assert {s.time_scale for s in samples} == set(TIME_SCALES)
     for sample in samples:
@@ -470,3 +480,106 @@ def test_doubled_reductions_reach_the_upper_polyphony_levels():
     assert top >= 7  # eight or more notes at once; the voices alone never exceed four
     for sample in samples:
         assert_valid_sequence(sample)
+
+
+# ---- re-articulation --------------------------------------------------------------------------------
+def quarters_and_eighths() -> Score:
+    """Two 4/4 bars: track 0 in quarters (pitches 60..67), track 1 in eighths; the last quarter is
+    tied over the end of the window."""
+    rows = [(0, bar, beat * 12, 12, 60 + 4 * bar + beat, 80) for bar in range(2) for beat in range(4)]
+    rows[-1] = (0, 1, 36, 30, 67, 80)
+    rows += [(1, bar, k * 6, 6, 48 + k, 70) for bar in range(2) for k in range(8)]
+    return Score(
+        resolution=12, time_signatures=np.array([[4, 4], [4, 4]], dtype=np.int32),
+        track_info=[TrackInfo(program=0), TrackInfo(program=32)],
+        notes=NoteArrays.from_rows(rows),
+    )  # fmt: skip
+
+
+def test_grid_lengths_are_the_note_duration_levels():
+    durations = [grid_ticks(12, level) for level in range(6)]
+    assert durations == [2, 3, 6, 12, 24, 48]
+    levels = [int(np.floor(np.clip(np.log2(d / 12) + 3, 0, 5))) for d in durations]
+    assert levels == list(range(6))
+
+
+def test_repeated_notes_cover_each_chosen_note_and_leave_the_others():
+    window = quarters_and_eighths()
+    for seed in range(20):
+        out, grid = rearticulate(np.random.default_rng(seed), window, 0, level=1)
+        assert grid == 3
+        notes = out.notes
+        assert np.array_equal(notes.select(notes.track == 1).as_table(), window.notes.select(window.notes.track == 1).as_table())
+        mine = notes.select(notes.track == 0)
+        starts = out.bar_starts()
+        for note in window.notes.select(window.notes.track == 0).as_table():
+            _, bar, onset, duration, pitch, velocity = note.tolist()
+            begin, end = starts[bar] + onset, min(starts[bar] + onset + duration, starts[-1])
+            same = mine.select(mine.pitch == pitch)
+            absolute = starts[same.bar] + same.onset
+            assert set(same.velocity.tolist()) == {velocity}
+            if len(same) == 1:  # left as it was
+                assert (absolute[0], same.duration[0]) == (begin, duration)
+            else:  # every grid length from its onset, the last cut at its end, none past the window
+                assert absolute.tolist() == list(range(begin, end, 3))
+                assert same.duration.tolist() == [min(3, begin + duration - a) for a in absolute]
+
+
+def test_a_part_in_repeated_notes_gets_the_asked_duration_levels():
+    window = quarters_and_eighths()
+    names = [ATTRIBUTE_NAMES.index(a) for a in ("min_note_duration", "max_note_duration")]
+    for seed in range(10):
+        out, _ = rearticulate(np.random.default_rng(seed), window, 0, level=0)
+        split = out.notes.select(out.notes.track == 0)
+        if split.duration.max() == 2:  # every quarter re-articulated (a share of 1)
+            assert TOKENIZER.compute_attributes(out)[0, names].tolist() == [0, 0]
+            break
+    else:
+        pytest.fail("no seed re-articulated every note")
+
+
+def test_held_notes_sound_the_pitches_at_each_grid_point_until_the_next():
+    window = quarters_and_eighths()
+    out, grid = rearticulate(np.random.default_rng(0), window, 1, level=4)  # halves over eighths
+    assert grid == 24
+    held = out.notes.select(out.notes.track == 1)
+    assert held.as_table()[:, 1:].tolist() == [
+        [bar, onset, 24, 48 + onset // 6, 70] for bar in range(2) for onset in (0, 24)
+    ]
+    out, grid = rearticulate(np.random.default_rng(0), window, 0, level=5)  # wholes over quarters
+    held = out.notes.select(out.notes.track == 0)
+    assert (grid, held.bar.tolist(), held.onset.tolist(), held.duration.tolist()) == (48, [0, 1], [0, 0], [48, 48])
+    assert held.pitch.tolist() == [60, 64]
+
+
+def test_a_rest_at_every_grid_point_leaves_the_window_unchanged():
+    window = quarters_and_eighths()
+    short = window.with_notes(NoteArrays.from_rows([(0, 0, 6, 3, 60, 80), (1, 0, 0, 6, 48, 70)]))
+    out, grid = rearticulate(np.random.default_rng(0), short, 0, level=5)
+    assert grid == 0 and out is short
+
+
+def test_rearticulated_samples_decode_to_their_window():
+    config = SampleConfig(infill_probability=0, ar_probability=0, rearticulate_probability=1.0, rescale_probability=0)
+    samples = draw(config, n=60, piece=long_chorale_piece(8))
+    assert {s.note_grid[1] for s in samples} >= {2, 3, 6, 24, 48}
+    for sample in samples:
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert_valid_sequence(sample)
+    plain = draw(replace(config, rearticulate_probability=0), n=5, piece=long_chorale_piece(8))
+    assert all(s.note_grid == (-1, 0) for s in plain)
+
+
+@pytest.mark.parametrize("share", ["rescale_probability", "rearticulate_probability", "double_probability"])
+def test_an_augmentation_turned_off_draws_no_random_numbers(share):
+    """A share of 0 leaves the stream as it was before the augmentation existed (older runs stay
+    reproducible); any share above 0, however small, draws."""
+    piece = long_chorale_piece(8)
+    states = []
+    for value in (0.0, 1e-300):
+        config = SampleConfig(merge_probability=1.0, double_probability=0, rescale_probability=0, rearticulate_probability=0)
+        stream = SampleStream([piece], YELLOW, replace(config, **{share: value}), seed=3)
+        stream.next_sample()
+        states.append(stream._rng.bit_generator.state["state"]["state"])
+    assert states[0] != states[1]
