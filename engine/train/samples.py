@@ -44,9 +44,17 @@ reproducible and shares no state. One sample:
 8. **Diminution and augmentation** (``rescale_probability`` = 0.3 of windows, when the piece
    has the bars in one meter): the music written 4 or 2 times faster, or 2 or 4 times slower
    (``TIME_SCALES``, equally likely), the window drawn over that many times more (fewer) bars,
-   onsets and durations scaled (rounded down, at least one tick). Chorales move in quarters and eighths; rescaled they give the thirty-seconds,
-   sixteenths, halves and wholes of the outer note-duration levels.
-9. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
+   onsets and durations scaled (rounded down, at least one tick). Chorales move in quarters and
+   eighths; rescaled they give the thirty-seconds, sixteenths, halves and wholes of the outer
+   note-duration levels.
+9. **Re-articulation** (``rearticulate_probability`` = 0.3 of windows): one melodic part (a
+   voice or the reduction) played in notes of one length, a note-duration level drawn uniformly
+   (32nd .. whole, ``grid_ticks``): shorter than the part's notes, 30%, 60% or all of them become
+   repeated notes (an accompanist's repeated chords, a string tremolo); longer, the pitches
+   sounding at each grid point are held to the next (a pad). Rescaling moves every part at once,
+   so without this a track's duration levels would always agree with its context's, and the
+   model could ignore the duration attributes.
+10. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
    smaller ``num_bars_map`` value, same start), then with one random track fewer at a time; it
    is never cut.
 """
