@@ -134,8 +134,8 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip"):
             if not getattr(self, name) >= 0:
                 raise TrainConfigError(name, f"must be >= 0, got {getattr(self, name)!r}")
-        shares = ("merge_probability", "double_probability", "rescale_probability")
-        for name in shares + ("rearticulate_probability",):
+        shares = ("merge", "double", "rescale", "rearticulate")
+        for name in (f"{share}_probability" for share in shares):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainConfigError(name, f"must lie in [0, 1], got {getattr(self, name)!r}")
         for name in ("beta1", "beta2", "dropout"):

@@ -485,7 +485,7 @@ def rescale(window: Score, scale: float) -> Score:
 
 
 DURATION_LEVELS = 6  # 32nd, 16th, 8th, quarter, half, whole: the note-duration attribute's bins
-SPLIT_SHARES = (0.3, 0.6, 1.0)  # of a part's notes that a diminution re-articulates
+SPLIT_SHARES = (0.3, 0.6, 1.0)  # of a part's notes that repeated notes replace
 
 
 def grid_ticks(resolution: int, level: int) -> int:
@@ -500,13 +500,14 @@ def rearticulate(
     """``track`` of ``window`` played in notes of one length, the others untouched: a part
     re-articulated as an accompanist would, so its note durations differ from the context's.
 
-    A note-duration level is drawn (``DURATION_LEVELS``, equally likely) unless ``level`` is given,
-    and ``grid_ticks`` gives its length. Shorter than the part's median note: *repeated notes* — 30%, 60% or all of the
-    notes longer than the grid (``SPLIT_SHARES``) become repetitions of their pitch every grid
-    length over their span (the last one cut at the original end). Otherwise: *held notes* — at
-    each grid point of every bar the pitches sounding there are held to the next grid point or the
-    barline (notes that start and end between two points are left out). Returns the window and
-    the grid length in ticks; ``(window, 0)`` when the track would be left without notes.
+    A note-duration level is drawn (``DURATION_LEVELS``, equally likely) unless ``level`` is
+    given, and ``grid_ticks`` gives its length. Shorter than the part's median note: *repeated
+    notes* — 30%, 60% or all of the notes longer than the grid (``SPLIT_SHARES``) become
+    repetitions of their pitch every grid length over their span (the last one cut at the
+    original end). Otherwise: *held notes* — at each grid point of every bar the pitches sounding
+    there are held to the next grid point or the barline (notes that start and end between two
+    points are left out). Returns the window and the grid length in ticks; ``(window, 0)`` when
+    the track would be left without notes.
     """
     notes = window.notes
     own = notes.track == track
