@@ -374,7 +374,7 @@ def _adherence_window(
 ) -> Window:
     """A window whose target is a drum track (``drum``) or a reduction of 2..all melodic voices
     (the one melodic voice when there is only one)."""
-    from sideman.engine.train.samples import merge_tracks
+    from sideman.engine.train.samples import melodic_tracks, merge_tracks
 
     for _ in range(_DRAWS):
         piece, start, score = _draw_window(rng, pieces, bars)
@@ -389,8 +389,7 @@ def _adherence_window(
         if merged:
             target = int(np.flatnonzero(kept == merged[0])[0])
             return Window(piece.id, start, merged_score, target)
-        melodic = [t for t in range(score.n_tracks) if not score.track_info[t].is_drum]
-        return Window(piece.id, start, score, melodic[0])
+        return Window(piece.id, start, score, int(melodic_tracks(score)[0]))
     kind = "drum" if drum else "melodic"
     raise EvalConfigError(
         "window_bars", f"no {bars}-bar window of the held-out pieces has a {kind} track with notes"

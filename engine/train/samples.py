@@ -67,6 +67,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from sideman.dsp.attributes import DURATION_LEVELS
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.tokenizer import BarMode, Tokenizer
 from sideman.engine.train.config import (
@@ -280,8 +281,8 @@ class SampleStream:
                 target = int(np.flatnonzero(kept == merged[0])[0])
                 window, shifts = double_octaves(rng, window, target)
         note_grid = (-1, 0)
-        melodic = [t for t, info in enumerate(window.track_info) if not info.is_drum]
-        if melodic and _chance(rng, config.rearticulate_probability):
+        melodic = melodic_tracks(window)
+        if len(melodic) and _chance(rng, config.rearticulate_probability):
             track = int(rng.choice(melodic))
             window, grid = rearticulate(rng, window, track)
             note_grid = (track, grid) if grid else note_grid
@@ -399,6 +400,11 @@ def _window(
     return window, kept
 
 
+def melodic_tracks(score: Score) -> np.ndarray:
+    """Indices of the score's tracks that are not drums, ascending."""
+    return np.array([t for t, info in enumerate(score.track_info) if not info.is_drum], dtype=np.int64)
+
+
 REDUCTION_PROGRAMS = (0, 4, 19, 48)  # GM acoustic grand, electric piano 1, church organ, strings
 
 
@@ -409,7 +415,7 @@ def merge_tracks(
     them; unisons (same bar, onset, pitch) kept once with the longer duration. Returns the new
     window, the piece track of each of its tracks, and the piece tracks merged (() if fewer than
     two melodic tracks)."""
-    melodic = np.array([t for t, info in enumerate(window.track_info) if not info.is_drum])
+    melodic = melodic_tracks(window)
     if len(melodic) < 2:
         return window, kept, ()
     group = np.sort(rng.choice(melodic, int(rng.integers(2, len(melodic) + 1)), replace=False))
@@ -484,7 +490,6 @@ def rescale(window: Score, scale: float) -> Score:
     return replace(window, time_signatures=meters, notes=_drop_unisons(fast))
 
 
-DURATION_LEVELS = 6  # 32nd, 16th, 8th, quarter, half, whole: the note-duration attribute's bins
 SPLIT_SHARES = (0.3, 0.6, 1.0)  # of a part's notes that repeated notes replace
 
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sideman.dsp.attributes import duration_level
 from sideman.engine.sampler import Constraints, Grammar
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.tokenizer import BarMode, Tokenizer
@@ -499,7 +500,7 @@ def quarters_and_eighths() -> Score:
 def test_grid_lengths_are_the_note_duration_levels():
     durations = [grid_ticks(12, level) for level in range(6)]
     assert durations == [2, 3, 6, 12, 24, 48]
-    levels = [int(np.floor(np.clip(np.log2(d / 12) + 3, 0, 5))) for d in durations]
+    levels = [duration_level(d, 12) for d in durations]  # the attribute analysis's own bins
     assert levels == list(range(6))
 
 
