@@ -20,7 +20,7 @@ _EVAL_FLAGS: dict[str, tuple[str, type | None]] = {
     "infill_samples": ("held-out cells (one voice, one bar) regenerated per system", None),
     "window_bars": ("bars of context window (4 or 8)", None),
     "temperature": ("sampling temperature of every generation", None),
-    "num_candidates": ("candidates per generation, the most likely kept (serve's default)", None),
+    "num_candidates": ("candidates per generation, one kept as serve keeps it (serve's default)", None),
     "seed": ("seed of the cases and of sampling", None),
     "baseline_seed": ("seed of the random-init model's weights", None),
     "threads": ("torch threads (1: the daemon's serving setting)", None),

@@ -90,7 +90,7 @@ _GLOBAL_DOCS = {
     "mask_p": "remove the most likely probability mass (0 = off)",
     "mask_k": "remove the k most likely tokens (0 = off)",
     "temperature_escalation": "temperature multiplier per failed attempt",
-    "novelty_check": "reject a candidate identical to the input",
+    "novelty_check": "reject a candidate identical to the input; prefer one that repeats no context bar",
     "silence_check": "prefer a candidate with notes in the target bars",
     "sampling_seed": "seed per job from (seed, target bar); -1 = free-running",
     "adapt_buffer": "true: first trigger when p + k >= B; false: when p >= B",

@@ -539,13 +539,15 @@ class GenerationSession:
         self, step: Step, prompt: _Prompt, tokens: np.ndarray, scores: np.ndarray
     ) -> tuple[NoteArrays | None, list[str], tuple[float, NoteArrays] | None]:
         """Decode each candidate; keep the one that passes the enabled checks and comes closest to
-        the requested attributes (``_attribute_distance``), the most likely among equals.
+        the requested attributes (``_attribute_distance``), then (with ``novelty_check``) the one
+        that repeats fewest context bars (``_repeated_bars``), the most likely among equals.
 
         Also returns the most likely candidate rejected only for silence (score, notes), or None.
         """
         reasons: list[str] = []
-        best: tuple[tuple[int, float], NoteArrays] | None = None
+        best: tuple[tuple[int, int, float], NoteArrays] | None = None
         best_silent: tuple[float, NoteArrays] | None = None
+        context_bars = self._context_bars(step) if self.config.novelty_check else set()
         for row in range(tokens.shape[0]):
             generated = tokens[row][tokens[row] >= 0]
             notes = self._target_notes(step, prompt, generated)
@@ -555,7 +557,8 @@ class GenerationSession:
                 if reason.startswith(SILENCE_REASON) and (best_silent is None or scores[row] > best_silent[0]):
                     best_silent = (float(scores[row]), notes)
                 continue
-            rank = (-self._attribute_distance(step, notes), float(scores[row]))
+            repeats = _repeated_bars(step, notes, context_bars)
+            rank = (-self._attribute_distance(step, notes), -repeats, float(scores[row]))
             if best is None or rank > best[0]:
                 best = (rank, notes)
         return (best[1] if best else None), reasons, best_silent
@@ -582,6 +585,15 @@ class GenerationSession:
             targets[track, bar - step.start_bar] = True
         realised = self.engine.tokenizer.compute_attributes(window, bar_mask=targets)
         return sum(abs(int(realised[t, a]) - v) for t, a, v in requested if realised[t, a] >= 0)
+
+    def _context_bars(self, step: Step) -> set[bytes]:
+        """The (pitch, onset) multisets of the step window's non-empty context bars, any track."""
+        current = self.score.notes
+        bars = (
+            _pitch_onsets(current, track, step.start_bar + local)
+            for track, local in zip(*np.nonzero(step.context), strict=True)
+        )
+        return {played.tobytes() for played in bars if len(played)}
 
     def _target_notes(self, step: Step, prompt: _Prompt, generated: np.ndarray) -> NoteArrays:
         """Notes of this step's target bars, in global (track, bar) coordinates at model resolution."""
@@ -657,6 +669,17 @@ def _pitch_onsets(notes: NoteArrays, track: int, bar: int) -> np.ndarray:
     """The sorted (pitch, onset) multiset of one bar, as comparable integers."""
     sel = (notes.track == track) & (notes.bar == bar)
     return np.sort(notes.pitch[sel].astype(np.int64) * (1 << 20) + notes.onset[sel])
+
+
+def _repeated_bars(step: Step, notes: NoteArrays, context_bars: set[bytes]) -> int:
+    """How many of a candidate's target bars play the same pitches at the same onsets as a context
+    bar of the step's window (``_context_bars``: a copied bar or a doubled part).
+
+    A language model's likeliest next bar is often one it has just seen, and a sideman that only
+    loops the last bar is not accompanying: among candidates equally close to the requested
+    attributes, one that plays something new is kept.
+    """
+    return sum(_pitch_onsets(notes, track, bar).tobytes() in context_bars for track, bar in step.targets)
 
 
 def _common_prefix(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> int:

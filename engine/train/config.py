@@ -221,7 +221,7 @@ class EvalConfig:
     infill_samples: int = 100
     window_bars: int = 4
     temperature: float = 1.0
-    num_candidates: int = 3  # the daemon's default: the most likely of 3 that passes the checks
+    num_candidates: int = 3  # the daemon's default (serve's num_candidates parameter)
     seed: int = 0
     baseline_seed: int = 0
     threads: int = 1

@@ -494,8 +494,9 @@ def _info(
         "samples": f"validation {config.validation_samples} sequences (max {config.max_len} tokens); "
         f"adherence {config.adherence_samples} per level; infill {config.infill_samples} cells; "
         f"{config.window_bars}-bar windows",
-        "sampling": f"temperature {config.temperature}, most likely of {config.num_candidates} "
-        f"candidate(s), seed {config.seed}; random-init seed {config.baseline_seed}",
+        "sampling": f"temperature {config.temperature}, {config.num_candidates} candidate(s) "
+        "(kept: closest to the requested attributes, then fewest repeated context bars, then most "
+        f"likely), seed {config.seed}; random-init seed {config.baseline_seed}",
         "threads": config.threads,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
         + f", torch {torch.__version__}",

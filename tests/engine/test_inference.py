@@ -344,3 +344,34 @@ def test_requested_attributes_pick_the_candidate_that_follows_them(engine, monke
     step = plan_request(session.request, session.score)[0]
     assert session._attribute_distance(step, chords) == 3
     assert session._attribute_distance(step, line) == 0
+
+
+def test_a_candidate_that_repeats_a_context_bar_loses_to_a_new_one(engine, monkeypatch):
+    """The likelier candidate replays bar 3 of the same track (or doubles another track's bar 4);
+    with the novelty check a new bar is kept, without it likelihood decides."""
+    from sideman.engine.inference import GenerationSession
+    from sideman.engine.planner import plan_request
+
+    score = demo_score()
+
+    def moved(track: int, bar: int) -> NoteArrays:
+        notes = notes_of(score, track, bar)
+        return NoteArrays(np.full(len(notes), 3), np.full(len(notes), 4), notes.onset, notes.duration, notes.pitch, notes.velocity)
+
+    new = moved(3, 3)
+    new = NoteArrays(new.track, new.bar, new.onset, new.duration, new.pitch + 1, new.velocity)
+    scores = np.array([-1.0, -5.0])
+    tokens = np.array([[0], [1]])
+    for copied in (moved(3, 3), moved(1, 4)):
+        assert len(copied) > 0
+        candidates = [copied, new]
+        monkeypatch.setattr(
+            GenerationSession,
+            "_target_notes",
+            lambda self, step, prompt, generated, candidates=candidates: candidates[int(generated[0])],
+        )
+        for novelty_check, expected in ((True, new), (False, copied)):
+            session = engine.session(score, request(bars=(4,), novelty_check=novelty_check))
+            step = plan_request(session.request, session.score)[0]
+            chosen, reasons, _ = session._pick_candidate(step, None, tokens, scores)
+            assert reasons == [] and chosen is expected
