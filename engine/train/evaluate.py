@@ -12,7 +12,7 @@ daemon's serving setting:
   ``window_bars`` held-out bars; one track is regenerated whole with that level requested and
   the engine's own analysis (``Tokenizer.compute_attributes``) of the result is the realised
   level. Melodic attributes use a reduction track (2..all voices merged, the training
-  augmentation of ``samples.merge_tracks``) so polyphony can be asked of it; the other three
+  augmentation of ``augment.merge_tracks``) so polyphony can be asked of it; the other three
   melodic attributes of the request are the track's own values, moved just enough to stay
   consistent (min <= max). ``note_density`` needs drum tracks in the held-out pieces and is
   skipped, with the reason in ``info``, when there are none. The same windows and seeds go to a
@@ -374,7 +374,7 @@ def _adherence_window(
 ) -> Window:
     """A window whose target is a drum track (``drum``) or a reduction of 2..all melodic voices
     (the one melodic voice when there is only one)."""
-    from sideman.engine.train.samples import melodic_tracks, merge_tracks
+    from sideman.engine.train.augment import melodic_tracks, merge_tracks
 
     for _ in range(_DRAWS):
         piece, start, score = _draw_window(rng, pieces, bars)

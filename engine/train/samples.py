@@ -63,13 +63,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from sideman.dsp.attributes import DURATION_LEVELS
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.tokenizer import BarMode, Tokenizer
+from sideman.engine.train.augment import (
+    TIME_SCALES,
+    can_rescale,
+    double_octaves,
+    melodic_tracks,
+    merge_tracks,
+    rearticulate,
+    rescale,
+    span_bars,
+)
 from sideman.engine.train.config import (
     DOUBLE_PROBABILITY,
     MERGE_PROBABILITY,
@@ -214,10 +223,10 @@ class SampleStream:
             scale = 1.0
             if _chance(rng, self.config.rescale_probability):
                 scale = float(rng.choice(TIME_SCALES))
-                scale = scale if piece.score.n_bars >= _span(size, scale) else 1.0
-            span = _span(size, scale)
+                scale = scale if piece.score.n_bars >= span_bars(size, scale) else 1.0
+            span = span_bars(size, scale)
             start = int(rng.integers(0, piece.score.n_bars - span + 1))
-            if scale != 1 and not _can_rescale(piece.score, start, span, scale):
+            if scale != 1 and not can_rescale(piece.score, start, span, scale):
                 scale, span = 1.0, size
                 start = int(rng.integers(0, piece.score.n_bars - size + 1))
             window_notes = _notes_in_bars(piece, start, span)
@@ -267,7 +276,7 @@ class SampleStream:
         time_scale: float = 1.0,
     ) -> Sample | None:
         """The window's tracks that have notes, planned and encoded; None when none has notes."""
-        window, kept = _window(piece, start, _span(size, time_scale), tracks, interval)
+        window, kept = _window(piece, start, span_bars(size, time_scale), tracks, interval)
         if window.n_tracks == 0:
             return None
         if time_scale != 1:
@@ -398,171 +407,6 @@ def _window(
         tempo=piece.score.tempo,
     )
     return window, kept
-
-
-def melodic_tracks(score: Score) -> np.ndarray:
-    """Indices of the score's tracks that are not drums, ascending."""
-    return np.array([t for t, info in enumerate(score.track_info) if not info.is_drum], dtype=np.int64)
-
-
-REDUCTION_PROGRAMS = (0, 4, 19, 48)  # GM acoustic grand, electric piano 1, church organ, strings
-
-
-def merge_tracks(
-    rng: np.random.Generator, window: Score, kept: np.ndarray
-) -> tuple[Score, np.ndarray, tuple[int, ...]]:
-    """2..all melodic tracks of ``window`` as one reduction track in the place of the first of
-    them; unisons (same bar, onset, pitch) kept once with the longer duration. Returns the new
-    window, the piece track of each of its tracks, and the piece tracks merged (() if fewer than
-    two melodic tracks)."""
-    melodic = melodic_tracks(window)
-    if len(melodic) < 2:
-        return window, kept, ()
-    group = np.sort(rng.choice(melodic, int(rng.integers(2, len(melodic) + 1)), replace=False))
-    staying = np.setdiff1d(np.arange(window.n_tracks), group[1:])
-    remap = np.full(window.n_tracks, -1, dtype=np.int32)
-    remap[staying] = np.arange(len(staying), dtype=np.int32)
-    remap[group] = remap[group[0]]
-    notes = window.notes
-    merged = NoteArrays(
-        remap[notes.track], notes.bar, notes.onset, notes.duration, notes.pitch, notes.velocity
-    )
-    info = [window.track_info[int(t)] for t in staying]
-    program = int(rng.choice(REDUCTION_PROGRAMS))
-    info[int(remap[group[0]])] = TrackInfo(program=program, is_drum=False, name="reduction")
-    reduced = replace(window, track_info=info, notes=_drop_unisons(merged))
-    return reduced, kept[staying], tuple(int(t) for t in kept[group])
-
-
-TIME_SCALES = (0.25, 0.5, 2.0, 4.0)
-OCTAVE_SHIFTS = np.array([-12, 12, 24, -24])
-_OCTAVE_WEIGHTS = np.array([0.35, 0.35, 0.15, 0.15])
-
-
-def double_octaves(
-    rng: np.random.Generator, window: Score, track: int
-) -> tuple[Score, tuple[int, ...]]:
-    """``track`` of ``window`` with every note also sounding at one to three octave shifts (an
-    organ registration: 16', 4', 2' couplers on the 8'); copies outside 0..127 dropped, unisons
-    kept once. Returns the window and the shifts, in semitones, ascending."""
-    count = int(rng.integers(1, len(OCTAVE_SHIFTS)))
-    shifts = np.sort(rng.choice(OCTAVE_SHIFTS, count, replace=False, p=_OCTAVE_WEIGHTS))
-    notes = window.notes
-    own = notes.select(notes.track == track)
-    copies = [notes]
-    for shift in shifts:
-        pitch = own.pitch + shift
-        keep = (pitch >= 0) & (pitch <= 127)
-        moved = own.select(keep)
-        copies.append(
-            NoteArrays(moved.track, moved.bar, moved.onset, moved.duration, pitch[keep], moved.velocity)
-        )
-    doubled = _drop_unisons(NoteArrays.concatenate(copies))
-    return replace(window, notes=doubled), tuple(int(s) for s in shifts)
-
-
-def _span(size: int, scale: float) -> int:
-    """Piece bars that make ``size`` window bars written at ``scale``."""
-    return max(1, round(size / scale))
-
-
-def _can_rescale(score: Score, start: int, span: int, scale: float) -> bool:
-    """Whether bars [start, start + span) share one meter that divides into ``1/scale`` parts."""
-    meters = score.time_signatures[start : start + span]
-    divisor = round(1 / scale) if scale < 1 else 1
-    return bool(np.all(meters == meters[0])) and int(score.bar_ticks()[start]) % divisor == 0
-
-
-def rescale(window: Score, scale: float) -> Score:
-    """``window`` (one meter) written with durations ``scale`` times the original: 0.5 puts
-    bars 2k and 2k+1 into bar k at double speed, 2 spreads each bar over two. Onsets and durations
-    are rounded down, durations to at least one tick (the tokenizer caps them at 8 beats)."""
-    notes = window.notes
-    bar_ticks = int(window.bar_ticks()[0])
-    absolute = notes.bar.astype(np.int64) * bar_ticks + notes.onset
-    onset = (absolute * scale).astype(np.int64)
-    duration = np.maximum((notes.duration * scale).astype(np.int64), 1)
-    n_bars = _span(window.n_bars, 1 / scale)
-    fast = NoteArrays(
-        notes.track, onset // bar_ticks, onset % bar_ticks, duration, notes.pitch, notes.velocity
-    )
-    meters = np.repeat(window.time_signatures[:1], n_bars, axis=0)
-    return replace(window, time_signatures=meters, notes=_drop_unisons(fast))
-
-
-SPLIT_SHARES = (0.3, 0.6, 1.0)  # of a part's notes that repeated notes replace
-
-
-def grid_ticks(resolution: int, level: int) -> int:
-    """The note length of duration level ``level`` (0 = 32nd .. 5 = whole) at ``resolution``
-    ticks per quarter, at least one tick (12 per quarter: 2, 3, 6, 12, 24, 48)."""
-    return max(1, round(resolution * 2.0 ** (level - 3)))
-
-
-def rearticulate(
-    rng: np.random.Generator, window: Score, track: int, level: int | None = None
-) -> tuple[Score, int]:
-    """``track`` of ``window`` played in notes of one length, the others untouched: a part
-    re-articulated as an accompanist would, so its note durations differ from the context's.
-
-    A note-duration level is drawn (``DURATION_LEVELS``, equally likely) unless ``level`` is
-    given, and ``grid_ticks`` gives its length. Shorter than the part's median note: *repeated
-    notes* — 30%, 60% or all of the notes longer than the grid (``SPLIT_SHARES``) become
-    repetitions of their pitch every grid length over their span (the last one cut at the
-    original end). Otherwise: *held notes* — at each grid point of every bar the pitches sounding
-    there are held to the next grid point or the barline (notes that start and end between two
-    points are left out). Returns the window and the grid length in ticks; ``(window, 0)`` when
-    the track would be left without notes.
-    """
-    notes = window.notes
-    own = notes.track == track
-    part = notes.select(own)
-    if not len(part):
-        return window, 0
-    starts = window.bar_starts()
-    absolute = starts[part.bar] + part.onset
-    if level is None:
-        level = int(rng.integers(0, DURATION_LEVELS))
-    grid = grid_ticks(window.resolution, level)
-    if grid < np.median(part.duration):
-        chosen = (rng.random(len(part)) < rng.choice(SPLIT_SHARES)) & (part.duration > grid)
-        counts = np.where(chosen, -(-part.duration // grid), 1)
-        source = np.repeat(np.arange(len(part)), counts)
-        repeat = np.arange(len(source)) - np.repeat(np.cumsum(counts) - counts, counts)
-        onset = absolute[source] + repeat * grid
-        end = absolute[source] + part.duration[source]
-        duration = np.where(chosen[source], np.minimum(grid, end - onset), part.duration[source])
-        inside = onset < starts[-1]  # a note held past the window's end repeats only inside it
-        source, onset, duration = source[inside], onset[inside], duration[inside]
-    else:
-        points = np.concatenate(
-            [np.arange(starts[b], starts[b + 1], grid) for b in range(window.n_bars)]
-        )
-        ends = np.minimum(points + grid, starts[np.searchsorted(starts, points, side="right")])
-        sounding = (absolute[None, :] <= points[:, None]) & (
-            points[:, None] < (absolute + part.duration)[None, :]
-        )
-        at, source = np.nonzero(sounding)
-        onset, duration = points[at], ends[at] - points[at]
-    if not len(source):
-        return window, 0
-    bar = np.searchsorted(starts, onset, side="right") - 1
-    played = NoteArrays(
-        np.full(len(source), track), bar, onset - starts[bar], duration,
-        part.pitch[source], part.velocity[source],
-    )  # fmt: skip
-    rewritten = _drop_unisons(NoteArrays.concatenate([notes.select(~own), played]))
-    return replace(window, notes=rewritten), grid
-
-
-def _drop_unisons(notes: NoteArrays) -> NoteArrays:
-    """``notes`` sorted, one note per (track, bar, onset, pitch): the longest."""
-    order = np.lexsort((-notes.duration, notes.pitch, notes.onset, notes.bar, notes.track))
-    notes = notes.take(order)
-    keys = np.stack([notes.track, notes.bar, notes.onset, notes.pitch], axis=1)
-    first = np.ones(len(notes), dtype=bool)
-    first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
-    return notes.select(first).sorted()
 
 
 def _infill_modes(rng: np.random.Generator, cells: np.ndarray) -> np.ndarray:

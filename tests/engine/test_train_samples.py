@@ -16,18 +16,20 @@ from sideman.dsp.attributes import duration_level
 from sideman.engine.sampler import Constraints, Grammar
 from sideman.engine.score import NoteArrays, Score, TrackInfo
 from sideman.engine.tokenizer import BarMode, Tokenizer
+from sideman.engine.train.augment import (
+    TIME_SCALES,
+    double_octaves,
+    grid_ticks,
+    rearticulate,
+    rescale,
+)
 from sideman.engine.train.corpus import Piece
 from sideman.engine.train.samples import (
-    TIME_SCALES,
     Sample,
     SampleConfig,
     SampleConfigError,
     SampleError,
     SampleStream,
-    double_octaves,
-    grid_ticks,
-    rearticulate,
-    rescale,
     validation_set,
 )
 from sideman.engine.vocab import ATTRIBUTE_NAMES, EncoderConfig, TokenType
