@@ -150,6 +150,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, type | None]] = {
     "double_probability": ("share of reductions doubled at octaves (organ registration)", None),
     "rescale_probability": ("share of windows written 4x/2x faster or slower", None),
     "rearticulate_probability": ("share of windows with one part in repeated or held notes of one length", None),
+    "texture_probability": ("share of reductions played thinner or thicker on some beats", None),
     "init_from": ("start from this bundle's weights (default, or a .safetensors/.pt path): fine-tuning", str),
     "limit": ("use at most this many pieces (quick runs)", int),
     "cache_dir": ("corpus cache folder (default: ~/.cache/sideman/corpus)", str),

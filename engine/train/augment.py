@@ -54,15 +54,16 @@ _OCTAVE_WEIGHTS = np.array([0.35, 0.35, 0.15, 0.15])
 
 
 def double_octaves(
-    rng: np.random.Generator, window: Score, track: int
+    rng: np.random.Generator, window: Score, track: int, chosen: np.ndarray | None = None
 ) -> tuple[Score, tuple[int, ...]]:
-    """``track`` of ``window`` with every note also sounding at one to three octave shifts (an
-    organ registration: 16', 4', 2' couplers on the 8'); copies outside 0..127 dropped, unisons
-    kept once. Returns the window and the shifts, in semitones, ascending."""
+    """``track`` of ``window`` with every note (or the notes of the window where ``chosen`` is
+    true) also sounding at one to three octave shifts (an organ registration: 16', 4', 2'
+    couplers on the 8'); copies outside 0..127 dropped, unisons kept once. Returns the window and
+    the shifts, in semitones, ascending."""
     count = int(rng.integers(1, len(OCTAVE_SHIFTS)))
     shifts = np.sort(rng.choice(OCTAVE_SHIFTS, count, replace=False, p=_OCTAVE_WEIGHTS))
     notes = window.notes
-    own = notes.select(notes.track == track)
+    own = notes.select((notes.track == track) & (True if chosen is None else chosen))
     copies = [notes]
     for shift in shifts:
         pitch = own.pitch + shift
@@ -73,6 +74,41 @@ def double_octaves(
         )
     doubled = _drop_unisons(NoteArrays.concatenate(copies))
     return replace(window, notes=doubled), tuple(int(s) for s in shifts)
+
+
+TEXTURE_SHARES = (0.3, 0.6)  # of a part's beats played thinner or thicker
+
+
+def vary_texture(rng: np.random.Generator, window: Score, track: int) -> tuple[Score, str]:
+    """``track`` of ``window`` (a reduction) played thinner or thicker on 30% or 60% of its beats
+    (``TEXTURE_SHARES``, each beat drawn on its own), the other tracks untouched.
+
+    *Thin* (half the time): each onset in those beats keeps only its highest note, or only its
+    lowest (a melody or a bass line between the chords). *Thick*: the notes starting in those
+    beats also sound at one to three octave shifts (``double_octaves`` on some beats only).
+    Reductions and doublings move a part's lowest and highest polyphony together; this gives the
+    parts whose polyphony attributes differ (one note at times, four at others), which a request
+    for one of them with the other left as it is asks for. Returns the window and "thin" or
+    "thick"; ``(window, "")`` when no note of the track starts in a chosen beat.
+    """
+    notes = window.notes
+    starts = window.bar_starts()
+    absolute = starts[notes.bar] + notes.onset
+    beats = absolute // window.resolution
+    chosen_beats = rng.random(-(-int(starts[-1]) // window.resolution)) < rng.choice(TEXTURE_SHARES)
+    chosen = (notes.track == track) & chosen_beats[beats]
+    if not chosen.any():
+        return window, ""
+    if rng.random() < 0.5:
+        return double_octaves(rng, window, track, chosen)[0], "thick"
+    sign = 1 if rng.random() < 0.5 else -1  # keep the highest (1) or the lowest (-1) note
+    index = np.flatnonzero(chosen)
+    index = index[np.lexsort((sign * notes.pitch[index], absolute[index]))]
+    last = np.ones(len(index), dtype=bool)  # the last of each onset in (onset, sign*pitch) order
+    last[:-1] = absolute[index[1:]] != absolute[index[:-1]]
+    dropped = np.zeros(len(notes), dtype=bool)
+    dropped[index[~last]] = True
+    return replace(window, notes=notes.select(~dropped)), "thin"
 
 
 def span_bars(size: int, scale: float) -> int:

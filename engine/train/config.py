@@ -22,6 +22,7 @@ MERGE_PROBABILITY = 0.4
 DOUBLE_PROBABILITY = 0.6
 RESCALE_PROBABILITY = 0.3
 REARTICULATE_PROBABILITY = 0.3
+TEXTURE_PROBABILITY = 0.5
 # Settings of a saved run that a resume may change: where and how fast it runs, not what it learns.
 RUNTIME_FIELDS = ("device", "threads", "workers", "cache_dir", "checkpoint_interval")
 
@@ -71,6 +72,7 @@ class TrainConfig:
     double_probability: float = DOUBLE_PROBABILITY  # of reductions: octave doublings
     rescale_probability: float = RESCALE_PROBABILITY  # windows written 4x/2x faster or slower
     rearticulate_probability: float = REARTICULATE_PROBABILITY  # one part in notes of one length
+    texture_probability: float = TEXTURE_PROBABILITY  # of reductions: thinner or thicker beats
     steps: int | None = None
     minutes: float | None = 20.0
     lr: float = 1e-3
@@ -134,7 +136,7 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip"):
             if not getattr(self, name) >= 0:
                 raise TrainConfigError(name, f"must be >= 0, got {getattr(self, name)!r}")
-        shares = ("merge", "double", "rescale", "rearticulate")
+        shares = ("merge", "double", "rescale", "rearticulate", "texture")
         for name in (f"{share}_probability" for share in shares):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainConfigError(name, f"must lie in [0, 1], got {getattr(self, name)!r}")
@@ -166,6 +168,7 @@ class TrainConfig:
             double_probability=self.double_probability,
             rescale_probability=self.rescale_probability,
             rearticulate_probability=self.rearticulate_probability,
+            texture_probability=self.texture_probability,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

@@ -78,12 +78,14 @@ from sideman.engine.train.augment import (
     rearticulate,
     rescale,
     span_bars,
+    vary_texture,
 )
 from sideman.engine.train.config import (
     DOUBLE_PROBABILITY,
     MERGE_PROBABILITY,
     REARTICULATE_PROBABILITY,
     RESCALE_PROBABILITY,
+    TEXTURE_PROBABILITY,
 )
 from sideman.engine.train.corpus import Piece
 from sideman.engine.vocab import EncoderConfig
@@ -114,6 +116,7 @@ class SampleConfig:
     double_probability: float = DOUBLE_PROBABILITY  # of reductions: octave doublings
     rescale_probability: float = RESCALE_PROBABILITY  # of windows: faster or slower (TIME_SCALES)
     rearticulate_probability: float = REARTICULATE_PROBABILITY  # of windows: one part re-articulated
+    texture_probability: float = TEXTURE_PROBABILITY  # of reductions: thinner or thicker beats
 
     def __post_init__(self) -> None:
         for name in (
@@ -125,6 +128,7 @@ class SampleConfig:
             "double_probability",
             "rescale_probability",
             "rearticulate_probability",
+            "texture_probability",
         ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -165,6 +169,7 @@ class Sample:
     octave_shifts: tuple[int, ...] = ()  # semitones of the reduction's doublings, if any
     time_scale: float = 1.0  # written durations / the piece's (0.25: four times faster)
     note_grid: tuple[int, int] = (-1, 0)  # (window track, grid ticks) re-articulated, if any
+    texture: str = ""  # "thin" or "thick": the reduction's texture varied by beats, if it was
 
 
 @dataclass(frozen=True)
@@ -284,11 +289,14 @@ class SampleStream:
         rng, config = self._rng, self.config
         merged: tuple[int, ...] = ()
         shifts: tuple[int, ...] = ()
+        texture = ""
         if _chance(rng, config.merge_probability):
             window, kept, merged = merge_tracks(rng, window, kept)
+            target = int(np.flatnonzero(kept == merged[0])[0]) if merged else -1
             if merged and _chance(rng, config.double_probability):
-                target = int(np.flatnonzero(kept == merged[0])[0])
                 window, shifts = double_octaves(rng, window, target)
+            if merged and _chance(rng, config.texture_probability):
+                window, texture = vary_texture(rng, window, target)
         note_grid = (-1, 0)
         melodic = melodic_tracks(window)
         if len(melodic) and _chance(rng, config.rearticulate_probability):
@@ -331,6 +339,7 @@ class SampleStream:
             octave_shifts=shifts,
             time_scale=time_scale,
             note_grid=note_grid,
+            texture=texture,
         )
 
 

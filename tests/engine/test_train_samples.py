@@ -22,6 +22,7 @@ from sideman.engine.train.augment import (
     grid_ticks,
     rearticulate,
     rescale,
+    vary_texture,
 )
 from sideman.engine.train.corpus import Piece
 from sideman.engine.train.samples import (
@@ -347,7 +348,7 @@ def test_a_reduction_merges_melodic_voices_into_one_chordal_track():
     piece = three_voice_piece()
     config = SampleConfig(
         infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
-        rescale_probability=0, rearticulate_probability=0,
+        rescale_probability=0, rearticulate_probability=0, texture_probability=0,
     )  # fmt: skip
     samples = draw(config, n=40, piece=piece)
     assert {len(s.merged_tracks) for s in samples} == {2, 3}
@@ -473,7 +474,7 @@ def test_a_window_across_a_meter_change_is_never_rescaled():
 
 
 def test_doubled_reductions_reach_the_upper_polyphony_levels():
-    config = SampleConfig(merge_probability=1.0, double_probability=1.0, rescale_probability=0)
+    config = SampleConfig(merge_probability=1.0, double_probability=1.0, rescale_probability=0, texture_probability=0)
     samples = draw(config, n=60, piece=long_chorale_piece(8))
     assert all(s.octave_shifts for s in samples if s.merged_tracks)
     top = max(
@@ -483,6 +484,106 @@ def test_doubled_reductions_reach_the_upper_polyphony_levels():
     assert top >= 7  # eight or more notes at once; the voices alone never exceed four
     for sample in samples:
         assert_valid_sequence(sample)
+
+
+# ---- texture -----------------------------------------------------------------------------------------
+def four_part_chords() -> Score:
+    """Four 4/4 bars: track 0 a reduction in four-note quarter chords (root 48 + beat), track 1 a
+    line of eighths."""
+    rows = [
+        (0, bar, beat * 12, 12, 48 + beat + step, 80)
+        for bar in range(4) for beat in range(4) for step in (0, 7, 12, 16)
+    ]  # fmt: skip
+    rows += [(1, bar, k * 6, 6, 72 + k, 70) for bar in range(4) for k in range(8)]
+    return Score(
+        resolution=12, time_signatures=np.array([[4, 4]] * 4, dtype=np.int32),
+        track_info=[TrackInfo(program=0, name="reduction"), TrackInfo(program=73)],
+        notes=NoteArrays.from_rows(rows),
+    )  # fmt: skip
+
+
+def chords_by_beat(notes: NoteArrays) -> dict[int, list[int]]:
+    """Sorted pitches of each beat's notes (absolute quarter -> pitches) in 4/4 at 12 per quarter."""
+    beats: dict[int, list[int]] = {}
+    for bar, onset, pitch in zip(notes.bar.tolist(), notes.onset.tolist(), notes.pitch.tolist(), strict=True):
+        beats.setdefault(bar * 4 + onset // 12, []).append(pitch)
+    return {beat: sorted(pitches) for beat, pitches in beats.items()}
+
+
+def texture_outcomes(mode: str) -> list[tuple[Score, Score]]:
+    """(window, varied window) for the seeds in 0..39 whose draw gave ``mode``."""
+    window = four_part_chords()
+    outs = [vary_texture(np.random.default_rng(seed), window, 0) for seed in range(40)]
+    return [(window, out) for out, drawn in outs if drawn == mode]
+
+
+def test_thinned_beats_keep_one_note_per_onset_the_highest_or_the_lowest():
+    outcomes = texture_outcomes("thin")
+    assert len(outcomes) >= 5
+    kinds = set()
+    for window, out in outcomes:
+        before, after = (chords_by_beat(w.notes.select(w.notes.track == 0)) for w in (window, out))
+        assert before.keys() == after.keys()  # every onset keeps a note
+        thinned = [beat for beat in before if after[beat] != before[beat]]
+        assert 0 < len(thinned) < len(before)
+        for beat in thinned:
+            assert len(after[beat]) == 1 and after[beat][0] in (before[beat][0], before[beat][-1])
+        kinds |= {after[beat][0] == before[beat][-1] for beat in thinned}
+        assert len({after[beat][0] == before[beat][-1] for beat in thinned}) == 1  # one line per window
+        line = out.notes.select(out.notes.track == 1).as_table()
+        assert np.array_equal(line, window.notes.select(window.notes.track == 1).as_table())
+    assert kinds == {True, False}  # both the top line and the bass line occur
+
+
+def test_thickened_beats_add_octaves_to_the_notes_that_start_in_them():
+    outcomes = texture_outcomes("thick")
+    assert len(outcomes) >= 5
+    for window, out in outcomes:
+        before, after = (chords_by_beat(w.notes.select(w.notes.track == 0)) for w in (window, out))
+        thickened = [beat for beat in before if after[beat] != before[beat]]
+        assert 0 < len(thickened) < len(before)
+        shifts = {p - q for beat in thickened for p in after[beat] for q in before[beat]}
+        for beat in thickened:
+            assert set(before[beat]) < set(after[beat])
+            added = set(after[beat]) - set(before[beat])
+            assert all(any((p - q) % 12 == 0 and p != q for q in before[beat]) for p in added)
+        assert shifts & {-24, -12, 12, 24}
+        line = out.notes.select(out.notes.track == 1).as_table()
+        assert np.array_equal(line, window.notes.select(window.notes.track == 1).as_table())
+
+
+def test_a_varied_texture_separates_the_lowest_and_highest_polyphony():
+    """Four-note chords throughout have min = max polyphony (level 3). With a quarter to three
+    quarters of the beats thinned, the minimum (15% quantile) falls to one note while the maximum
+    (85%) stays; thickened, the maximum rises while the minimum stays."""
+    low, high = ATTRIBUTE_NAMES.index("min_polyphony"), ATTRIBUTE_NAMES.index("max_polyphony")
+    assert TOKENIZER.compute_attributes(four_part_chords())[0, [low, high]].tolist() == [3, 3]
+    checked = {"thin": 0, "thick": 0}
+    for mode in checked:
+        for window, out in texture_outcomes(mode):
+            before, after = (chords_by_beat(w.notes.select(w.notes.track == 0)) for w in (window, out))
+            share = sum(after[beat] != before[beat] for beat in before) / len(before)
+            if not 0.25 <= share <= 0.75:
+                continue
+            levels = TOKENIZER.compute_attributes(out)[0, [low, high]].tolist()
+            assert levels == [0, 3] if mode == "thin" else (levels[0] == 3 and levels[1] > 3)
+            checked[mode] += 1
+    assert min(checked.values()) >= 5
+
+
+def test_textured_samples_decode_to_their_window():
+    config = SampleConfig(
+        infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
+        rescale_probability=0, rearticulate_probability=0, texture_probability=1.0,
+    )  # fmt: skip
+    samples = draw(config, n=40, piece=long_chorale_piece(8))
+    assert {s.texture for s in samples if s.merged_tracks} >= {"thin", "thick"}
+    for sample in samples:
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert_valid_sequence(sample)
+    plain = draw(replace(config, texture_probability=0), n=5, piece=long_chorale_piece(8))
+    assert all(s.texture == "" for s in plain)
 
 
 # ---- re-articulation --------------------------------------------------------------------------------
@@ -574,14 +675,19 @@ def test_rearticulated_samples_decode_to_their_window():
     assert all(s.note_grid == (-1, 0) for s in plain)
 
 
-@pytest.mark.parametrize("share", ["rescale_probability", "rearticulate_probability", "double_probability"])
+@pytest.mark.parametrize(
+    "share", ["rescale_probability", "rearticulate_probability", "double_probability", "texture_probability"]
+)
 def test_an_augmentation_turned_off_draws_no_random_numbers(share):
     """A share of 0 leaves the stream as it was before the augmentation existed (older runs stay
     reproducible); any share above 0, however small, draws."""
     piece = long_chorale_piece(8)
     states = []
     for value in (0.0, 1e-300):
-        config = SampleConfig(merge_probability=1.0, double_probability=0, rescale_probability=0, rearticulate_probability=0)
+        config = SampleConfig(
+            merge_probability=1.0, double_probability=0, rescale_probability=0, rearticulate_probability=0,
+            texture_probability=0,
+        )  # fmt: skip
         stream = SampleStream([piece], YELLOW, replace(config, **{share: value}), seed=3)
         stream.next_sample()
         states.append(stream._rng.bit_generator.state["state"]["state"])
