@@ -40,7 +40,10 @@ reproducible and shares no state. One sample:
    Three reductions in five (``double_probability``) are also *registered* like an organ's couplers:
    every note doubled at one to three octave shifts drawn from -2..+2 octaves (copies outside
    0..127 dropped), which gives a track five to sixteen sounding notes, the upper polyphony
-   levels no corpus part reaches.
+   levels no corpus part reaches. Half the reductions (``texture_probability``) are then played
+   thinner or thicker on 30% or 60% of their beats (``augment.vary_texture``: one line, or octave
+   couplers, on those beats only), so a track's lowest and highest polyphony can differ, as a
+   request for one of them with the other left as it is asks.
 8. **Diminution and augmentation** (``rescale_probability`` = 0.3 of windows, when the piece
    has the bars in one meter): the music written 4 or 2 times faster, or 2 or 4 times slower
    (``TIME_SCALES``, equally likely), the window drawn over that many times more (fewer) bars,
