@@ -304,6 +304,7 @@ def test_the_validation_set_is_fixed_for_a_seed():
         ({"mask_probability": 1.5}, "mask_probability"),
         ({"double_probability": -0.1}, "double_probability"),
         ({"rescale_probability": 2}, "rescale_probability"),
+        ({"texture_probability": 1.5}, "texture_probability"),
         ({"transpose": (3, -3)}, "transpose"),
         ({"max_len": 1}, "max_len"),
     ],
