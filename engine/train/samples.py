@@ -295,10 +295,11 @@ class SampleStream:
         texture = ""
         if _chance(rng, config.merge_probability):
             window, kept, merged = merge_tracks(rng, window, kept)
-            target = int(np.flatnonzero(kept == merged[0])[0]) if merged else -1
-            if merged and _chance(rng, config.double_probability):
+        if merged:
+            target = int(np.flatnonzero(kept == merged[0])[0])
+            if _chance(rng, config.double_probability):
                 window, shifts = double_octaves(rng, window, target)
-            if merged and _chance(rng, config.texture_probability):
+            if _chance(rng, config.texture_probability):
                 window, texture = vary_texture(rng, window, target)
         note_grid = (-1, 0)
         melodic = melodic_tracks(window)
