@@ -151,6 +151,8 @@ _TRAIN_FLAGS: dict[str, tuple[str, type | None]] = {
     "rescale_probability": ("share of windows written 4x/2x faster or slower", None),
     "rearticulate_probability": ("share of windows with one part in repeated or held notes of one length", None),
     "texture_probability": ("share of reductions played thinner or thicker on some beats", None),
+    "voicing_probability": ("share of the reductions not doubled at octaves that keep 1-3 voices or gain 1-4 octave voices on some beats", None),
+    "hold_probability": ("share of windows with one part held in long notes over some stretches", None),
     "init_from": ("start from this bundle's weights (default, or a .safetensors/.pt path): fine-tuning", str),
     "limit": ("use at most this many pieces (quick runs)", int),
     "cache_dir": ("corpus cache folder (default: ~/.cache/sideman/corpus)", str),

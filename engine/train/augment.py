@@ -1,6 +1,6 @@
 """Score-to-score augmentations of training windows (the reduction, octave registration,
-diminution and augmentation, re-articulation): what ``samples`` applies, and what ``evaluate``
-reuses to build its adherence cases. Each takes the stream's ``numpy.random.Generator`` where it
+revoicing, texture, diminution and augmentation, re-articulation, held stretches): what
+``samples`` applies, and what ``evaluate`` reuses to build its adherence cases. Each takes the stream's ``numpy.random.Generator`` where it
 draws, and returns a new window; none changes its input.
 """
 
@@ -25,14 +25,31 @@ REDUCTION_PROGRAMS = (0, 4, 19, 48)  # GM acoustic grand, electric piano 1, chur
 def merge_tracks(
     rng: np.random.Generator, window: Score, kept: np.ndarray
 ) -> tuple[Score, np.ndarray, tuple[int, ...]]:
-    """2..all melodic tracks of ``window`` as one reduction track in the place of the first of
-    them; unisons (same bar, onset, pitch) kept once with the longer duration. Returns the new
-    window, the piece track of each of its tracks, and the piece tracks merged (() if fewer than
-    two melodic tracks)."""
+    """2..all melodic tracks of ``window`` (``draw_reduction``) merged by ``merge_group``; the
+    window unchanged and ``()`` if it has fewer than two melodic tracks."""
+    group, program = draw_reduction(rng, window)
+    if not len(group):
+        return window, kept, ()
+    return merge_group(window, kept, group, program)
+
+
+def draw_reduction(rng: np.random.Generator, window: Score) -> tuple[np.ndarray, int]:
+    """(2..all of ``window``'s melodic tracks, ascending; a GM program from
+    ``REDUCTION_PROGRAMS``), or (no tracks, -1) if it has fewer than two melodic tracks."""
     melodic = melodic_tracks(window)
     if len(melodic) < 2:
-        return window, kept, ()
+        return np.zeros(0, dtype=np.int64), -1
     group = np.sort(rng.choice(melodic, int(rng.integers(2, len(melodic) + 1)), replace=False))
+    return group, int(rng.choice(REDUCTION_PROGRAMS))
+
+
+def merge_group(
+    window: Score, kept: np.ndarray, group: np.ndarray, program: int
+) -> tuple[Score, np.ndarray, tuple[int, ...]]:
+    """The tracks ``group`` of ``window`` as one reduction track played by ``program``, in the
+    place of the first of them; unisons (same bar, onset, pitch) kept once with the longer
+    duration. Returns the new window, the piece track of each of its tracks (``kept``: the piece
+    track of each of ``window``'s), and the piece tracks merged."""
     staying = np.setdiff1d(np.arange(window.n_tracks), group[1:])
     remap = np.full(window.n_tracks, -1, dtype=np.int32)
     remap[staying] = np.arange(len(staying), dtype=np.int32)
@@ -42,7 +59,6 @@ def merge_tracks(
         remap[notes.track], notes.bar, notes.onset, notes.duration, notes.pitch, notes.velocity
     )
     info = [window.track_info[int(t)] for t in staying]
-    program = int(rng.choice(REDUCTION_PROGRAMS))
     info[int(remap[group[0]])] = TrackInfo(program=program, is_drum=False, name="reduction")
     reduced = replace(window, track_info=info, notes=_drop_unisons(merged))
     return reduced, kept[staying], tuple(int(t) for t in kept[group])
@@ -109,6 +125,47 @@ def vary_texture(rng: np.random.Generator, window: Score, track: int) -> tuple[S
     dropped = np.zeros(len(notes), dtype=bool)
     dropped[index[~last]] = True
     return replace(window, notes=notes.select(~dropped)), "thin"
+
+
+VOICING_SHARES = (0.3, 0.6, 1.0)  # of a reduction's beats revoiced
+
+
+def revoice(rng: np.random.Generator, window: Score, voices: np.ndarray) -> tuple[Score, str]:
+    """The tracks ``voices`` of ``window`` (the parts a reduction is about to merge) with fewer or
+    more of them sounding in 30%, 60% or all of the beats (``VOICING_SHARES``, each beat drawn on
+    its own), before ``merge_group`` makes them one track.
+
+    *Fewer* (half the time): 1..all-but-one of the voices, drawn, keep their notes starting in
+    those beats; the others fall silent there. *More*: the 1..all highest voices (by mean pitch)
+    also sound an octave higher in those beats, or the lowest an octave lower. Doubling and
+    ``vary_texture`` move a reduction between one line, its chords and their octave registrations;
+    this moves it by a drawn number of voices (two, three, five, six, seven where it had four), in
+    places or throughout: the polyphony pairs (lowest, highest) that a request for one bound, the
+    other left as it is, asks for. Returns the window and what was done ("keep 2 of 4", "add 3
+    above"); ``(window, "")`` when no note of the voices starts in a chosen beat."""
+    notes = window.notes
+    starts = window.bar_starts()
+    beats = (starts[notes.bar] + notes.onset) // window.resolution
+    chosen_beats = rng.random(-(-int(starts[-1]) // window.resolution)) < rng.choice(VOICING_SHARES)
+    chosen = np.isin(notes.track, voices) & chosen_beats[beats]
+    if not chosen.any():
+        return window, ""
+    if rng.random() < 0.5:
+        count = int(rng.integers(1, len(voices)))
+        silent = rng.choice(voices, len(voices) - count, replace=False)
+        revoiced = notes.select(~(chosen & np.isin(notes.track, silent)))
+        return replace(window, notes=revoiced), f"keep {count} of {len(voices)}"
+    count = int(rng.integers(1, len(voices) + 1))
+    above = rng.random() < 0.5
+    means = np.array([notes.pitch[notes.track == v].mean() if (notes.track == v).any() else 0 for v in voices])
+    order = np.asarray(voices)[np.argsort(-means if above else means, kind="stable")]
+    own = notes.select(chosen & np.isin(notes.track, order[:count]))
+    pitch = own.pitch + (12 if above else -12)
+    fits = (pitch >= 0) & (pitch <= 127)
+    moved = own.select(fits)
+    copies = NoteArrays(moved.track, moved.bar, moved.onset, moved.duration, pitch[fits], moved.velocity)
+    added = _drop_unisons(NoteArrays.concatenate([notes, copies]))
+    return replace(window, notes=added), f"add {count} {'above' if above else 'below'}"
 
 
 def span_bars(size: int, scale: float) -> int:
@@ -185,24 +242,87 @@ def rearticulate(
         inside = onset < starts[-1]  # a note held past the window's end repeats only inside it
         source, onset, duration = source[inside], onset[inside], duration[inside]
     else:
-        points = np.concatenate(
-            [np.arange(starts[b], starts[b + 1], grid) for b in range(window.n_bars)]
-        )
-        ends = np.minimum(points + grid, starts[np.searchsorted(starts, points, side="right")])
-        sounding = (absolute[None, :] <= points[:, None]) & (
-            points[:, None] < (absolute + part.duration)[None, :]
-        )
-        at, source = np.nonzero(sounding)
-        onset, duration = points[at], ends[at] - points[at]
+        points, ends = _grid_points(window, grid)
+        source, onset, duration = _held(absolute, part.duration, points, ends)
     if not len(source):
         return window, 0
+    return _rewrite(window, track, part, source, onset, duration), grid
+
+
+HOLD_LEVELS = (4, 5)  # half notes or whole bars
+
+
+def hold_some(rng: np.random.Generator, window: Score, track: int) -> tuple[Score, int]:
+    """``track`` of ``window`` held in long notes over some of its stretches, played as written
+    over the others: a pad that sustains a chord now and then moves with the part.
+
+    The track's bars are cut at every half note or at every barline (``HOLD_LEVELS``, equally
+    likely); 1..all-but-one of those stretches are drawn, and in each the pitches sounding at
+    its start are held to its end (the part's notes starting inside it are left out, and notes
+    sounding into it end at its start). ``rearticulate`` holds every stretch, so its long notes are
+    all the part has; this gives parts with short and long notes side by side (lowest duration an
+    eighth, highest a whole), as a request for a longer highest duration asks. Returns the window
+    and the number of stretches held; ``(window, 0)`` when the track has no notes or fewer than two
+    stretches."""
+    notes = window.notes
+    part = notes.select(notes.track == track)
+    points, ends = _grid_points(window, grid_ticks(window.resolution, int(rng.choice(HOLD_LEVELS))))
+    if not len(part) or len(points) < 2:
+        return window, 0
+    count = int(rng.integers(1, len(points)))
+    held = np.sort(rng.choice(len(points), count, replace=False))
+    points, ends = points[held], ends[held]
+    starts = window.bar_starts()
+    absolute = starts[part.bar] + part.onset
+    stretch = np.searchsorted(points, absolute, side="right") - 1
+    inside = (stretch >= 0) & (absolute < ends[np.maximum(stretch, 0)])
+    following = np.searchsorted(points, absolute, side="right")
+    next_start = np.append(points, np.iinfo(np.int64).max)[following]
+    kept = np.flatnonzero(~inside)
+    source, onset, duration = _held(absolute, part.duration, points, ends)
+    source = np.concatenate([kept, source])
+    onset = np.concatenate([absolute[kept], onset])
+    duration = np.concatenate(
+        [np.minimum(part.duration[kept], next_start[kept] - absolute[kept]), duration]
+    )
+    return _rewrite(window, track, part, source, onset, duration), count
+
+
+def _grid_points(window: Score, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) ticks of the window's stretches of ``grid`` ticks, each bar cut from its
+    barline, the last stretch of a bar ending at the next barline."""
+    starts = window.bar_starts()
+    points = np.concatenate([np.arange(starts[b], starts[b + 1], grid) for b in range(window.n_bars)])
+    ends = np.minimum(points + grid, starts[np.searchsorted(starts, points, side="right")])
+    return points, ends
+
+
+def _held(
+    absolute: np.ndarray, duration: np.ndarray, points: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(note index, onset, duration) of the notes sounding at each point, held to its end."""
+    sounding = (absolute[None, :] <= points[:, None]) & (
+        points[:, None] < (absolute + duration)[None, :]
+    )
+    at, source = np.nonzero(sounding)
+    return source, points[at], ends[at] - points[at]
+
+
+def _rewrite(
+    window: Score, track: int, part: NoteArrays, source: np.ndarray, onset: np.ndarray,
+    duration: np.ndarray,
+) -> Score:
+    """``window`` with ``track`` replaced by ``part``'s notes ``source`` at the absolute ticks
+    ``onset``, lasting ``duration``."""
+    starts = window.bar_starts()
     bar = np.searchsorted(starts, onset, side="right") - 1
     played = NoteArrays(
         np.full(len(source), track), bar, onset - starts[bar], duration,
         part.pitch[source], part.velocity[source],
     )  # fmt: skip
-    rewritten = _drop_unisons(NoteArrays.concatenate([notes.select(~own), played]))
-    return replace(window, notes=rewritten), grid
+    notes = window.notes
+    rewritten = _drop_unisons(NoteArrays.concatenate([notes.select(notes.track != track), played]))
+    return replace(window, notes=rewritten)
 
 
 def _drop_unisons(notes: NoteArrays) -> NoteArrays:

@@ -23,6 +23,8 @@ DOUBLE_PROBABILITY = 0.6
 RESCALE_PROBABILITY = 0.3
 REARTICULATE_PROBABILITY = 0.3
 TEXTURE_PROBABILITY = 0.5
+VOICING_PROBABILITY = 0.8
+HOLD_PROBABILITY = 0.25
 # Settings of a saved run that a resume may change: where and how fast it runs, not what it learns.
 RUNTIME_FIELDS = ("device", "threads", "workers", "cache_dir", "checkpoint_interval")
 
@@ -73,6 +75,8 @@ class TrainConfig:
     rescale_probability: float = RESCALE_PROBABILITY  # windows written 4x/2x faster or slower
     rearticulate_probability: float = REARTICULATE_PROBABILITY  # one part in notes of one length
     texture_probability: float = TEXTURE_PROBABILITY  # of reductions: thinner or thicker beats
+    voicing_probability: float = VOICING_PROBABILITY  # of undoubled reductions: voices dropped or added
+    hold_probability: float = HOLD_PROBABILITY  # one part held in long notes over some stretches
     steps: int | None = None
     minutes: float | None = 20.0
     lr: float = 1e-3
@@ -136,7 +140,7 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip"):
             if not getattr(self, name) >= 0:
                 raise TrainConfigError(name, f"must be >= 0, got {getattr(self, name)!r}")
-        shares = ("merge", "double", "rescale", "rearticulate", "texture")
+        shares = ("merge", "double", "rescale", "rearticulate", "texture", "voicing", "hold")
         for name in (f"{share}_probability" for share in shares):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainConfigError(name, f"must lie in [0, 1], got {getattr(self, name)!r}")
@@ -169,6 +173,8 @@ class TrainConfig:
             rescale_probability=self.rescale_probability,
             rearticulate_probability=self.rearticulate_probability,
             texture_probability=self.texture_probability,
+            voicing_probability=self.voicing_probability,
+            hold_probability=self.hold_probability,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,7 +40,11 @@ reproducible and shares no state. One sample:
    Three reductions in five (``double_probability``) are also *registered* like an organ's couplers:
    every note doubled at one to three octave shifts drawn from -2..+2 octaves (copies outside
    0..127 dropped), which gives a track five to sixteen sounding notes, the upper polyphony
-   levels no corpus part reaches. Half the reductions (``texture_probability``) are then played
+   levels no corpus part reaches. Of the others, four in five (``voicing_probability``) are
+   *revoiced* before the merge (``augment.revoice``): in 30%, 60% or all of the beats, 1..all but
+   one of the voices keep playing, or the 1..all highest (lowest) voices also sound an octave
+   higher (lower), so a reduction of four voices also has one, two, three, five .. eight notes in
+   places or throughout. Half the reductions (``texture_probability``) are then played
    thinner or thicker on 30% or 60% of their beats (``augment.vary_texture``: one line, or octave
    couplers, on those beats only), so a track's lowest and highest polyphony can differ, as a
    request for one of them with the other left as it is asks.
@@ -56,7 +60,11 @@ reproducible and shares no state. One sample:
    repeated notes (an accompanist's repeated chords, a string tremolo); longer, the pitches
    sounding at each grid point are held to the next (a pad). Rescaling moves every part at once,
    so without this a track's duration levels would always agree with its context's, and the
-   model could ignore the duration attributes.
+   model could ignore the duration attributes. Then (``hold_probability`` = 0.25 of windows) one
+   melodic part may be *held* over some stretches (``augment.hold_some``: 1..all but one of its
+   half notes or bars sound the pitches at their start to their end, the rest as written): short
+   and long notes in one part, the pairs of duration levels (an eighth lowest, a whole highest)
+   that re-articulating a whole part cannot give.
 10. **Length**: a sequence longer than ``max_len`` is planned again on a shorter window (the next
    smaller ``num_bars_map`` value, same start), then with one random track fewer at a time; it
    is never cut.
@@ -76,19 +84,24 @@ from sideman.engine.train.augment import (
     TIME_SCALES,
     can_rescale,
     double_octaves,
+    draw_reduction,
+    hold_some,
     melodic_tracks,
-    merge_tracks,
+    merge_group,
     rearticulate,
     rescale,
+    revoice,
     span_bars,
     vary_texture,
 )
 from sideman.engine.train.config import (
     DOUBLE_PROBABILITY,
+    HOLD_PROBABILITY,
     MERGE_PROBABILITY,
     REARTICULATE_PROBABILITY,
     RESCALE_PROBABILITY,
     TEXTURE_PROBABILITY,
+    VOICING_PROBABILITY,
 )
 from sideman.engine.train.corpus import Piece
 from sideman.engine.vocab import EncoderConfig
@@ -120,6 +133,8 @@ class SampleConfig:
     rescale_probability: float = RESCALE_PROBABILITY  # of windows: faster or slower (TIME_SCALES)
     rearticulate_probability: float = REARTICULATE_PROBABILITY  # of windows: one part re-articulated
     texture_probability: float = TEXTURE_PROBABILITY  # of reductions: thinner or thicker beats
+    voicing_probability: float = VOICING_PROBABILITY  # of undoubled reductions: voices dropped or added
+    hold_probability: float = HOLD_PROBABILITY  # of windows: one part held over some stretches
 
     def __post_init__(self) -> None:
         for name in (
@@ -132,6 +147,8 @@ class SampleConfig:
             "rescale_probability",
             "rearticulate_probability",
             "texture_probability",
+            "voicing_probability",
+            "hold_probability",
         ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -173,6 +190,8 @@ class Sample:
     time_scale: float = 1.0  # written durations / the piece's (0.25: four times faster)
     note_grid: tuple[int, int] = (-1, 0)  # (window track, grid ticks) re-articulated, if any
     texture: str = ""  # "thin" or "thick": the reduction's texture varied by beats, if it was
+    voicing: str = ""  # how the reduction was revoiced ("keep 2 top", "add 1 bottom"), if it was
+    held: tuple[int, int] = (-1, 0)  # (window track, stretches) held by hold_some, if any
 
 
 @dataclass(frozen=True)
@@ -292,13 +311,19 @@ class SampleStream:
         rng, config = self._rng, self.config
         merged: tuple[int, ...] = ()
         shifts: tuple[int, ...] = ()
-        texture = ""
+        texture = voicing = ""
         if _chance(rng, config.merge_probability):
-            window, kept, merged = merge_tracks(rng, window, kept)
+            group, program = draw_reduction(rng, window)
+            if len(group):
+                parts, piece_tracks = window, kept
+                window, kept, merged = merge_group(parts, piece_tracks, group, program)
         if merged:
             target = int(np.flatnonzero(kept == merged[0])[0])
             if _chance(rng, config.double_probability):
                 window, shifts = double_octaves(rng, window, target)
+            elif _chance(rng, config.voicing_probability):
+                parts, voicing = revoice(rng, parts, group)
+                window, kept, merged = merge_group(parts, piece_tracks, group, program)
             if _chance(rng, config.texture_probability):
                 window, texture = vary_texture(rng, window, target)
         note_grid = (-1, 0)
@@ -307,6 +332,11 @@ class SampleStream:
             track = int(rng.choice(melodic))
             window, grid = rearticulate(rng, window, track)
             note_grid = (track, grid) if grid else note_grid
+        held = (-1, 0)
+        if len(melodic) and _chance(rng, config.hold_probability):
+            track = int(rng.choice(melodic))
+            window, stretches = hold_some(rng, window, track)
+            held = (track, stretches) if stretches else held
         cells = np.zeros((window.n_tracks, size), dtype=np.bool_)
         cells[window.notes.track, window.notes.bar] = True
         draw = rng.random()
@@ -344,6 +374,8 @@ class SampleStream:
             time_scale=time_scale,
             note_grid=note_grid,
             texture=texture,
+            voicing=voicing,
+            held=held,
         )
 
 

@@ -20,8 +20,11 @@ from sideman.engine.train.augment import (
     TIME_SCALES,
     double_octaves,
     grid_ticks,
+    hold_some,
+    merge_group,
     rearticulate,
     rescale,
+    revoice,
     vary_texture,
 )
 from sideman.engine.train.corpus import Piece
@@ -44,7 +47,8 @@ PLACEHOLDER, FILL_START, FILL_END = (
     VOCAB.encode(TokenType.FILL_IN_END),
 )
 PLAIN = SampleConfig(
-    infill_probability=0, ar_probability=0, rescale_probability=0, rearticulate_probability=0
+    infill_probability=0, ar_probability=0, rescale_probability=0, rearticulate_probability=0,
+    hold_probability=0,
 )
 INFILL = SampleConfig(infill_probability=1, ar_probability=0)
 AUTOREGRESSIVE = SampleConfig(infill_probability=0, ar_probability=1)
@@ -160,7 +164,9 @@ def test_a_plain_sample_decodes_to_exactly_the_window_transposed():
 
 def test_drums_are_never_transposed_and_pitches_stay_in_range():
     piece = two_track_piece(top_pitch=125)  # melody 113 + bar: bar 7 allows no more than +7
-    config = SampleConfig(transpose=(-5, 6), rescale_probability=0, rearticulate_probability=0)
+    config = SampleConfig(
+        transpose=(-5, 6), rescale_probability=0, rearticulate_probability=0, hold_probability=0
+    )
     for sample in draw(config, n=60, piece=piece):
         window = sample.window
         drums = np.array([t.is_drum for t in window.track_info])[window.notes.track]
@@ -260,8 +266,8 @@ def test_every_sample_is_a_complete_yellow_sequence():
 
 def test_a_long_window_is_shortened_then_thinned_never_cut():
     # Unlimited, an 8-bar window of both tracks takes 180-230 tokens, a 4-bar one about 100.
-    shorter = draw(SampleConfig(max_len=150), n=40)
-    thinner = draw(SampleConfig(max_len=90), n=40)
+    shorter = draw(SampleConfig(max_len=150, hold_probability=0), n=40)
+    thinner = draw(SampleConfig(max_len=90, hold_probability=0), n=40)  # held notes are fewer
     for max_len, samples in ((150, shorter), (90, thinner)):
         for sample in samples:
             assert_valid_sequence(sample, max_len=max_len)
@@ -305,6 +311,8 @@ def test_the_validation_set_is_fixed_for_a_seed():
         ({"double_probability": -0.1}, "double_probability"),
         ({"rescale_probability": 2}, "rescale_probability"),
         ({"texture_probability": 1.5}, "texture_probability"),
+        ({"voicing_probability": -1}, "voicing_probability"),
+        ({"hold_probability": 1.01}, "hold_probability"),
         ({"transpose": (3, -3)}, "transpose"),
         ({"max_len": 1}, "max_len"),
     ],
@@ -350,6 +358,7 @@ def test_a_reduction_merges_melodic_voices_into_one_chordal_track():
     config = SampleConfig(
         infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
         rescale_probability=0, rearticulate_probability=0, texture_probability=0,
+        voicing_probability=0, hold_probability=0,
     )  # fmt: skip
     samples = draw(config, n=40, piece=piece)
     assert {len(s.merged_tracks) for s in samples} == {2, 3}
@@ -452,7 +461,7 @@ def long_chorale_piece(n_bars: int) -> Piece:
 def test_rescaled_samples_decode_to_their_window_with_scaled_note_lengths():
     config = SampleConfig(
         infill_probability=0, ar_probability=0, rescale_probability=1.0, merge_probability=0,
-        rearticulate_probability=0,
+        rearticulate_probability=0, hold_probability=0,
     )  # fmt: skip
     samples = draw(config, n=60, piece=long_chorale_piece(32))  # 8 bars at 1/4 need 32
     assert {s.time_scale for s in samples} == set(TIME_SCALES)
@@ -576,6 +585,7 @@ def test_textured_samples_decode_to_their_window():
     config = SampleConfig(
         infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
         rescale_probability=0, rearticulate_probability=0, texture_probability=1.0,
+        voicing_probability=0, hold_probability=0,
     )  # fmt: skip
     samples = draw(config, n=40, piece=long_chorale_piece(8))
     assert {s.texture for s in samples if s.merged_tracks} >= {"thin", "thick"}
@@ -585,6 +595,102 @@ def test_textured_samples_decode_to_their_window():
         assert_valid_sequence(sample)
     plain = draw(replace(config, texture_probability=0), n=5, piece=long_chorale_piece(8))
     assert all(s.texture == "" for s in plain)
+
+
+# ---- revoicing ----------------------------------------------------------------------------------
+def revoice_outcomes(kind: str) -> list[tuple[Score, Score, str]]:
+    """(four voices in quarters, revoiced window, what was done) for the seeds in 0..59 whose draw
+    was ``kind`` ("keep" or "add")."""
+    window = long_chorale_piece(4).score
+    voices = np.arange(4)
+    outs = [revoice(np.random.default_rng(seed), window, voices) for seed in range(60)]
+    return [(window, out, done) for out, done in outs if done.startswith(kind)]
+
+
+def notes_by_beat(notes: NoteArrays) -> dict[int, dict[int, list[int]]]:
+    """beat -> track -> sorted pitches of the notes starting in it (4/4 at 12 per quarter)."""
+    out: dict[int, dict[int, list[int]]] = {}
+    for track, bar, onset, pitch in zip(notes.track.tolist(), notes.bar.tolist(), notes.onset.tolist(), notes.pitch.tolist(), strict=True):
+        out.setdefault(bar * 4 + onset // 12, {}).setdefault(track, []).append(pitch)
+    return {beat: {t: sorted(p) for t, p in tracks.items()} for beat, tracks in out.items()}
+
+
+def test_revoiced_beats_keep_some_voices_and_silence_the_others():
+    outcomes = revoice_outcomes("keep")
+    assert len(outcomes) >= 10
+    counts = set()
+    for window, out, done in outcomes:
+        count = int(done.split()[1])
+        counts.add(count)
+        before, after = notes_by_beat(window.notes), notes_by_beat(out.notes)
+        changed = [beat for beat in before if after.get(beat) != before[beat]]
+        assert changed
+        for beat in before:
+            if beat in changed:
+                assert len(after[beat]) == count  # voices still playing
+                assert all(after[beat][t] == before[beat][t] for t in after[beat])
+            else:
+                assert len(after[beat]) == 4
+    assert counts == {1, 2, 3}
+
+
+def test_added_voices_double_the_highest_or_lowest_voices_an_octave_out():
+    outcomes = revoice_outcomes("add")
+    assert len(outcomes) >= 10
+    sides = set()
+    for window, out, done in outcomes:
+        _, count, side = done.split()
+        count = int(count)
+        sides.add(side)
+        doubled = list(range(count)) if side == "above" else list(range(3, 3 - count, -1))
+        shift = 12 if side == "above" else -12  # voice 0 is the highest, voice 3 the lowest
+        before, after = notes_by_beat(window.notes), notes_by_beat(out.notes)
+        changed = [beat for beat in before if after[beat] != before[beat]]
+        assert changed
+        for beat in changed:
+            for track, pitches in before[beat].items():
+                expected = pitches + [p + shift for p in pitches] if track in doubled else pitches
+                assert after[beat][track] == sorted(expected)
+    assert sides == {"above", "below"}
+
+
+def test_revoicing_everywhere_moves_the_reductions_polyphony_by_the_count():
+    """Four voices in quarters merge into a reduction of polyphony level 3 (four notes); revoiced
+    on every beat, with k voices kept or added, it has k or 4 + k notes throughout."""
+    window = long_chorale_piece(4).score
+    low, high = ATTRIBUTE_NAMES.index("min_polyphony"), ATTRIBUTE_NAMES.index("max_polyphony")
+    group, kept = np.arange(4), np.arange(4)
+    reduced, _, _ = merge_group(window, kept, group, 0)
+    assert TOKENIZER.compute_attributes(reduced)[0, [low, high]].tolist() == [3, 3]
+    seen = set()
+    for seed in range(80):
+        out, done = revoice(np.random.default_rng(seed), window, group)
+        kind, count = done.split()[0], int(done.split()[1])
+        if len(notes_by_beat(out.notes)) and all(
+            notes_by_beat(out.notes)[b] != notes_by_beat(window.notes)[b] for b in range(16)
+        ):
+            merged, _, _ = merge_group(out, kept, group, 0)
+            voices = count if kind == "keep" else 4 + count
+            levels = TOKENIZER.compute_attributes(merged)[0, [low, high]].tolist()
+            assert levels == [voices - 1, voices - 1]
+            seen.add(voices)
+    assert len(seen) >= 4
+
+
+def test_revoiced_samples_decode_to_their_window():
+    config = SampleConfig(
+        infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
+        rescale_probability=0, rearticulate_probability=0, texture_probability=0,
+        voicing_probability=1.0, hold_probability=0,
+    )  # fmt: skip
+    samples = draw(config, n=40, piece=long_chorale_piece(8))
+    assert {s.voicing.split(" ")[0] for s in samples if s.merged_tracks} == {"keep", "add"}
+    for sample in samples:
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert_valid_sequence(sample)
+    doubled = draw(replace(config, double_probability=1.0), n=10, piece=long_chorale_piece(8))
+    assert all(s.voicing == "" for s in doubled)  # a doubled reduction is not also revoiced
 
 
 # ---- re-articulation --------------------------------------------------------------------------------
@@ -664,6 +770,65 @@ def test_a_rest_at_every_grid_point_leaves_the_window_unchanged():
     assert grid == 0 and out is short
 
 
+def test_held_stretches_sound_the_pitches_at_their_start_to_their_end():
+    window = quarters_and_eighths()
+    for seed in range(20):
+        out, count = hold_some(np.random.default_rng(seed), window, 1)
+        assert 1 <= count
+        mine = out.notes.select(out.notes.track == 1)
+        other = out.notes.select(out.notes.track == 0)
+        assert np.array_equal(other.as_table(), window.notes.select(window.notes.track == 0).as_table())
+        starts = out.bar_starts()
+        absolute = starts[mine.bar] + mine.onset
+        long = mine.duration > 6  # the eighths (6 ticks) left as written, the held notes longer
+        assert np.all(np.isin(mine.duration[long], (24, 48)))
+        stretch = int(mine.duration[long][0])
+        assert count < 4 if stretch == 24 else count == 1  # at least one stretch left as written
+        assert np.all(absolute[long] % stretch == 0)
+        assert len(np.unique(absolute[long])) == count
+        for onset in np.unique(absolute[long]):  # the eighth sounding at the stretch's start
+            assert mine.pitch[long][absolute[long] == onset].tolist() == [48 + (onset % 48) // 6]
+        inside = np.zeros(len(mine), dtype=bool)
+        for onset in np.unique(absolute[long]):
+            inside |= (absolute > onset) & (absolute < onset + stretch)
+        assert not inside.any()  # nothing else starts inside a held stretch
+        assert np.all(mine.duration[~long] == 6)
+
+
+def test_a_part_held_in_places_keeps_its_short_notes_and_gains_long_ones():
+    """A part of eighths (duration levels 2, 2) held over half of its stretches: the lowest level
+    stays an eighth, the highest becomes a half or a whole note."""
+    window = long_chorale_piece(4).score
+    window = window.with_notes(NoteArrays.from_rows(
+        [(0, bar, 6 * k, 6, 60 + k, 80) for bar in range(4) for k in range(8)]
+    ))  # fmt: skip
+    names = [ATTRIBUTE_NAMES.index(a) for a in ("min_note_duration", "max_note_duration")]
+    assert TOKENIZER.compute_attributes(window)[0, names].tolist() == [2, 2]
+    pairs = set()
+    for seed in range(40):
+        out, count = hold_some(np.random.default_rng(seed), window, 0)
+        held = out.notes.duration > 6
+        if 0.2 <= held.mean() <= 0.8:
+            pairs.add(tuple(TOKENIZER.compute_attributes(out)[0, names].tolist()))
+    assert pairs and pairs <= {(2, 4), (2, 5)}
+    assert (2, 5) in pairs
+
+
+def test_held_samples_decode_to_their_window():
+    config = SampleConfig(
+        infill_probability=0, ar_probability=0, rescale_probability=0, rearticulate_probability=0,
+        hold_probability=1.0,
+    )  # fmt: skip
+    samples = draw(config, n=30, piece=long_chorale_piece(8))
+    assert all(s.held[1] >= 1 for s in samples)
+    for sample in samples:
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert_valid_sequence(sample)
+    plain = draw(replace(config, hold_probability=0), n=5, piece=long_chorale_piece(8))
+    assert all(s.held == (-1, 0) for s in plain)
+
+
 def test_rearticulated_samples_decode_to_their_window():
     config = SampleConfig(infill_probability=0, ar_probability=0, rearticulate_probability=1.0, rescale_probability=0)
     samples = draw(config, n=60, piece=long_chorale_piece(8))
@@ -677,8 +842,12 @@ def test_rearticulated_samples_decode_to_their_window():
 
 
 @pytest.mark.parametrize(
-    "share", ["rescale_probability", "rearticulate_probability", "double_probability", "texture_probability"]
-)
+    "share",
+    [
+        "rescale_probability", "rearticulate_probability", "double_probability",
+        "texture_probability", "voicing_probability", "hold_probability",
+    ],
+)  # fmt: skip
 def test_an_augmentation_turned_off_draws_no_random_numbers(share):
     """A share of 0 leaves the stream as it was before the augmentation existed (older runs stay
     reproducible); any share above 0, however small, draws."""
@@ -687,7 +856,7 @@ def test_an_augmentation_turned_off_draws_no_random_numbers(share):
     for value in (0.0, 1e-300):
         config = SampleConfig(
             merge_probability=1.0, double_probability=0, rescale_probability=0, rearticulate_probability=0,
-            texture_probability=0,
+            texture_probability=0, voicing_probability=0, hold_probability=0,
         )  # fmt: skip
         stream = SampleStream([piece], YELLOW, replace(config, **{share: value}), seed=3)
         stream.next_sample()
