@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sideman.engine.candidates import CandidateJudge, with_candidate
 from sideman.engine.checkpoint import load_model
 from sideman.engine.model import GPT2, ModelConfig
 from sideman.engine.planner import Step, plan_request
@@ -52,7 +53,6 @@ class GenerationFailed(EngineError):
     """Every attempt of a step failed its acceptance checks."""
 
 
-SILENCE_REASON = "silence"  # prefix of the silence check's rejection reason
 
 
 class PromptOverflow(EngineError):
@@ -538,62 +538,21 @@ class GenerationSession:
     def _pick_candidate(
         self, step: Step, prompt: _Prompt, tokens: np.ndarray, scores: np.ndarray
     ) -> tuple[NoteArrays | None, list[str], tuple[float, NoteArrays] | None]:
-        """Decode each candidate; keep the one that passes the enabled checks and comes closest to
-        the requested attributes (``_attribute_distance``), then (with ``novelty_check``) the one
-        that repeats fewest context bars (``_repeated_bars``), the most likely among equals.
+        """Decode each candidate and let the step's ``CandidateJudge`` keep one."""
+        candidates = [self._target_notes(step, prompt, row[row >= 0]) for row in tokens]
+        return self._judge(step).pick(candidates, scores)
 
-        Also returns the most likely candidate rejected only for silence (score, notes), or None.
-        """
-        reasons: list[str] = []
-        best: tuple[tuple[int, int, float], NoteArrays] | None = None
-        best_silent: tuple[float, NoteArrays] | None = None
-        context_bars = self._context_bars(step) if self.config.novelty_check else set()
-        for row in range(tokens.shape[0]):
-            generated = tokens[row][tokens[row] >= 0]
-            notes = self._target_notes(step, prompt, generated)
-            reason = self._check(step, notes)
-            if reason:
-                reasons.append(f"candidate {row}: {reason}")
-                if reason.startswith(SILENCE_REASON) and (best_silent is None or scores[row] > best_silent[0]):
-                    best_silent = (float(scores[row]), notes)
-                continue
-            repeats = _repeated_bars(step, notes, context_bars)
-            rank = (-self._attribute_distance(step, notes), -repeats, float(scores[row]))
-            if best is None or rank > best[0]:
-                best = (rank, notes)
-        return (best[1] if best else None), reasons, best_silent
-
-    def _attribute_distance(self, step: Step, notes: NoteArrays) -> int:
-        """Sum over the attributes requested for this step's tracks of |realised - requested| bins,
-        the realised level read from the candidate's target bars alone (0 when none is requested).
-
-        Attribute tokens only condition the model; among several candidates this keeps the one
-        that did what was asked, so a request for four-note chords is not answered with a line
-        just because the line was more likely.
-        """
-        requested = [
+    def _judge(self, step: Step) -> CandidateJudge:
+        requested = tuple(
             (track, ATTRIBUTE_NAMES.index(name), int(value))
             for track, prompt in self.prompts_by_track.items()
             if track in step.track_indices
             for name, value in prompt.attributes.items()
-        ]
-        if not requested:
-            return 0
-        window = self._with_candidate(step, notes).slice_bars(step.start_bar, step.end_bar)
-        targets = np.zeros((window.n_tracks, window.n_bars), dtype=np.bool_)
-        for track, bar in step.targets:
-            targets[track, bar - step.start_bar] = True
-        realised = self.engine.tokenizer.compute_attributes(window, bar_mask=targets)
-        return sum(abs(int(realised[t, a]) - v) for t, a, v in requested if realised[t, a] >= 0)
-
-    def _context_bars(self, step: Step) -> set[bytes]:
-        """The (pitch, onset) multisets of the step window's non-empty context bars, any track."""
-        current = self.score.notes
-        bars = (
-            _pitch_onsets(current, track, step.start_bar + local)
-            for track, local in zip(*np.nonzero(step.context), strict=True)
         )
-        return {played.tobytes() for played in bars if len(played)}
+        return CandidateJudge(
+            self.score, step, self.engine.tokenizer, requested,
+            silence_check=self.config.silence_check, novelty_check=self.config.novelty_check,
+        )  # fmt: skip
 
     def _target_notes(self, step: Step, prompt: _Prompt, generated: np.ndarray) -> NoteArrays:
         """Notes of this step's target bars, in global (track, bar) coordinates at model resolution."""
@@ -618,31 +577,8 @@ class GenerationSession:
                 )
         return NoteArrays.concatenate(parts).sorted()
 
-    def _check(self, step: Step, notes: NoteArrays) -> str | None:
-        if self.config.silence_check:
-            for track, bar in step.targets:
-                if not np.any((notes.track == track) & (notes.bar == bar)):
-                    return f"{SILENCE_REASON}: no notes in track {track} bar {bar}"
-        if self.config.novelty_check:
-            current = self.score.notes
-            identical = all(
-                np.array_equal(_pitch_onsets(current, track, bar), _pitch_onsets(notes, track, bar))
-                for track, bar in step.targets
-            )
-            if identical:
-                return "novelty: the generated bars repeat the input exactly"
-        return None
-
     def _splice(self, step: Step, prompt: _Prompt, notes: NoteArrays) -> None:
-        self.score = self._with_candidate(step, notes)
-
-    def _with_candidate(self, step: Step, notes: NoteArrays) -> Score:
-        """The session's score with this step's target bars replaced by ``notes``."""
-        current = self.score.notes
-        drop = np.zeros(len(current), dtype=bool)
-        for track, bar in step.targets:
-            drop |= (current.track == track) & (current.bar == bar)
-        return self.score.with_notes(NoteArrays.concatenate([current.select(~drop), notes]))
+        self.score = with_candidate(self.score, step, notes)
 
 
 def _apply_meter_controls(score: Score, request: GenerationRequest) -> Score:
@@ -663,23 +599,6 @@ def _apply_meter_controls(score: Score, request: GenerationRequest) -> Score:
     for bar, meter in pinned.items():
         out.time_signatures[bar] = meter
     return out
-
-
-def _pitch_onsets(notes: NoteArrays, track: int, bar: int) -> np.ndarray:
-    """The sorted (pitch, onset) multiset of one bar, as comparable integers."""
-    sel = (notes.track == track) & (notes.bar == bar)
-    return np.sort(notes.pitch[sel].astype(np.int64) * (1 << 20) + notes.onset[sel])
-
-
-def _repeated_bars(step: Step, notes: NoteArrays, context_bars: set[bytes]) -> int:
-    """How many of a candidate's target bars play the same pitches at the same onsets as a context
-    bar of the step's window (``_context_bars``: a copied bar or a doubled part).
-
-    A language model's likeliest next bar is often one it has just seen, and a sideman that only
-    loops the last bar is not accompanying: among candidates equally close to the requested
-    attributes, one that plays something new is kept.
-    """
-    return sum(_pitch_onsets(notes, track, bar).tobytes() in context_bars for track, bar in step.targets)
 
 
 def _common_prefix(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> int:

@@ -229,7 +229,9 @@ def test_cancel_stops_between_tokens(engine):
         engine.session(demo_score(), request(), cancel=cancel).run()
 
 
-def test_every_attempt_failing_reports_max_attempts(engine):
+def test_every_attempt_failing_reports_max_attempts(engine, monkeypatch):
+    from sideman.engine.candidates import CandidateJudge
+
     session = engine.session(demo_score(), request(max_attempts=2, temperature_escalation=2.0))
     seen_temperatures = []
     original = session._decode
@@ -239,7 +241,7 @@ def test_every_attempt_failing_reports_max_attempts(engine):
         return original(prompt, grammar, base_state, params, generator, budget, report)
 
     session._decode = decode
-    session._check = lambda step, notes: "novelty: forced failure"
+    monkeypatch.setattr(CandidateJudge, "check", lambda self, notes: "novelty: forced failure")
     with pytest.raises(GenerationFailed, match=r"Max attempts \(2\) reached.*forced failure"):
         session.run()
     assert seen_temperatures == [1.0, 2.0]
@@ -295,12 +297,13 @@ def test_novelty_and_silence_checks_judge_the_target_bars(engine):
 
     step = plan_request(session.request, session.score)[0]
     same = notes_of(session.score, 3, 4)
-    assert session._check(step, same).startswith("novelty")
+    judge = session._judge(step)
+    assert judge.check(same).startswith("novelty")
     shifted = NoteArrays(same.track, same.bar, same.onset, same.duration, same.pitch + 1, same.velocity)
-    assert session._check(step, shifted) is None
-    assert session._check(step, NoteArrays.empty()).startswith("silence")
+    assert judge.check(shifted) is None
+    assert judge.check(NoteArrays.empty()).startswith("silence")
     relaxed = engine.session(score, request(bars=(4,), novelty_check=False, silence_check=False))
-    assert relaxed._check(step, same) is None
+    assert relaxed._judge(step).check(same) is None
 
 
 def test_rest_on_silence_keeps_a_silent_candidate_instead_of_failing(engine, monkeypatch):
@@ -342,8 +345,8 @@ def test_requested_attributes_pick_the_candidate_that_follows_them(engine, monke
     asked_for_line = (TrackPrompt(id=3, bars=(4,), attributes={"max_polyphony": 0}),)
     session = engine.session(score, request(bars=(4,), tracks=asked_for_line))
     step = plan_request(session.request, session.score)[0]
-    assert session._attribute_distance(step, chords) == 3
-    assert session._attribute_distance(step, line) == 0
+    assert session._judge(step).attribute_distance(chords) == 3
+    assert session._judge(step).attribute_distance(line) == 0
 
 
 def test_a_candidate_that_repeats_a_context_bar_loses_to_a_new_one(engine, monkeypatch):
