@@ -132,6 +132,24 @@ def assert_valid_sequence(sample: Sample, max_len: int = 1024) -> None:
     assert grammar.complete(states)[0], "the sequence stops mid-grammar"
 
 
+AUGMENTATIONS_OFF = {
+    f"{share}_probability": 0.0
+    for share in ("merge", "double", "voicing", "texture", "rescale", "rearticulate", "hold")
+}
+
+
+def only(**shares: float) -> SampleConfig:
+    """Plain samples (no infill, no autoregression) with every augmentation off but ``shares``."""
+    return SampleConfig(infill_probability=0, ar_probability=0, **{**AUGMENTATIONS_OFF, **shares})
+
+
+def assert_decode_to_their_windows(samples: list[Sample]) -> None:
+    for sample in samples:
+        decoded = TOKENIZER.decode(sample.ids)
+        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
+        assert_valid_sequence(sample)
+
+
 def draw(
     config: SampleConfig, n: int = 40, seed: int = 0, piece: Piece | None = None
 ) -> list[Sample]:
@@ -582,17 +600,10 @@ def test_a_varied_texture_separates_the_lowest_and_highest_polyphony():
 
 
 def test_textured_samples_decode_to_their_window():
-    config = SampleConfig(
-        infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
-        rescale_probability=0, rearticulate_probability=0, texture_probability=1.0,
-        voicing_probability=0, hold_probability=0,
-    )  # fmt: skip
+    config = only(merge_probability=1.0, texture_probability=1.0)
     samples = draw(config, n=40, piece=long_chorale_piece(8))
     assert {s.texture for s in samples if s.merged_tracks} >= {"thin", "thick"}
-    for sample in samples:
-        decoded = TOKENIZER.decode(sample.ids)
-        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
-        assert_valid_sequence(sample)
+    assert_decode_to_their_windows(samples)
     plain = draw(replace(config, texture_probability=0), n=5, piece=long_chorale_piece(8))
     assert all(s.texture == "" for s in plain)
 
@@ -678,17 +689,10 @@ def test_revoicing_everywhere_moves_the_reductions_polyphony_by_the_count():
 
 
 def test_revoiced_samples_decode_to_their_window():
-    config = SampleConfig(
-        infill_probability=0, ar_probability=0, merge_probability=1.0, double_probability=0,
-        rescale_probability=0, rearticulate_probability=0, texture_probability=0,
-        voicing_probability=1.0, hold_probability=0,
-    )  # fmt: skip
+    config = only(merge_probability=1.0, voicing_probability=1.0)
     samples = draw(config, n=40, piece=long_chorale_piece(8))
     assert {s.voicing.split(" ")[0] for s in samples if s.merged_tracks} == {"keep", "add"}
-    for sample in samples:
-        decoded = TOKENIZER.decode(sample.ids)
-        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
-        assert_valid_sequence(sample)
+    assert_decode_to_their_windows(samples)
     doubled = draw(replace(config, double_probability=1.0), n=10, piece=long_chorale_piece(8))
     assert all(s.voicing == "" for s in doubled)  # a doubled reduction is not also revoiced
 
@@ -815,28 +819,19 @@ def test_a_part_held_in_places_keeps_its_short_notes_and_gains_long_ones():
 
 
 def test_held_samples_decode_to_their_window():
-    config = SampleConfig(
-        infill_probability=0, ar_probability=0, rescale_probability=0, rearticulate_probability=0,
-        hold_probability=1.0,
-    )  # fmt: skip
+    config = only(hold_probability=1.0)
     samples = draw(config, n=30, piece=long_chorale_piece(8))
     assert all(s.held[1] >= 1 for s in samples)
-    for sample in samples:
-        decoded = TOKENIZER.decode(sample.ids)
-        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
-        assert_valid_sequence(sample)
+    assert_decode_to_their_windows(samples)
     plain = draw(replace(config, hold_probability=0), n=5, piece=long_chorale_piece(8))
     assert all(s.held == (-1, 0) for s in plain)
 
 
 def test_rearticulated_samples_decode_to_their_window():
-    config = SampleConfig(infill_probability=0, ar_probability=0, rearticulate_probability=1.0, rescale_probability=0)
+    config = only(rearticulate_probability=1.0)
     samples = draw(config, n=60, piece=long_chorale_piece(8))
     assert {s.note_grid[1] for s in samples} >= {2, 3, 6, 24, 48}
-    for sample in samples:
-        decoded = TOKENIZER.decode(sample.ids)
-        assert np.array_equal(decoded.notes.as_table(), expected_notes(sample))
-        assert_valid_sequence(sample)
+    assert_decode_to_their_windows(samples)
     plain = draw(replace(config, rearticulate_probability=0), n=5, piece=long_chorale_piece(8))
     assert all(s.note_grid == (-1, 0) for s in plain)
 
