@@ -6,7 +6,8 @@ daemon's serving setting:
 - **validation**: mean next-token cross-entropy (nats/token, fp32) and perplexity over a fixed
   set of training-style sequences drawn from the validation pieces (``validation_set``: the
   same sampling scheme as training, so infill, autoregressive, reduction and rescaled samples
-  all count), and again over sequences of the voices as written (no reductions, no rescaling):
+  all count), and again over sequences of the voices as written
+  (``SampleConfig.as_written``: no reduction, rescaling, re-articulation or holding):
   the figure that stays comparable between runs trained with other augmentation shares.
 - **adherence**: for each attribute and each of its levels, ``adherence_samples`` windows of
   ``window_bars`` held-out bars; one track is regenerated whole with that level requested and
@@ -203,11 +204,10 @@ def _validation(
     from sideman.engine.train.samples import SampleConfig, validation_set
 
     max_len = min(config.max_len, engine.model.config.n_positions)
-    plain = ("merge_probability", "rescale_probability", "rearticulate_probability")
-    augment = dict.fromkeys(plain, 0.0) if voices_only else {}
+    scheme = SampleConfig(max_len=max_len)
     samples = validation_set(
         held_out, engine.encoder_config, config.validation_samples, seed=config.seed,
-        config=SampleConfig(max_len=max_len, **augment),
+        config=scheme.as_written() if voices_only else scheme,
     )  # fmt: skip
     return sequence_loss(engine.model, samples)
 

@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -166,6 +166,20 @@ class SampleConfig:
         if self.max_len < 2:
             raise SampleConfigError(f"max_len must be >= 2, got {self.max_len}")
 
+    def as_written(self) -> SampleConfig:
+        """This scheme on the voices as the pieces write them: no reduction, rescaling,
+        re-articulation or holding (transposition and the sample kinds stay)."""
+        return replace(self, **dict.fromkeys(WINDOW_AUGMENTATIONS, 0.0))
+
+
+# the shares drawn per window; the reduction's own shares (doubling, texture, voicing) apply
+# only to a merged window
+WINDOW_AUGMENTATIONS = (
+    "merge_probability",
+    "rescale_probability",
+    "rearticulate_probability",
+    "hold_probability",
+)
 
 DEFAULT_CONFIG = SampleConfig()
 

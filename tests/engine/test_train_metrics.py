@@ -397,7 +397,7 @@ def test_markdown_shows_each_metric_beside_its_baselines_and_a_verdict(compariso
     assert "# Evaluation of `runs/tiny/model.safetensors`" in text
     assert "| Samples | Loss (nats/token) | Perplexity | Tokens |" in text
     assert "| training mix | 2.0794 | 8.000 | 12345 |" in text
-    assert "| voices only (no reductions, no rescaling) | 1.3863 | 4.000 | 999 |" in text
+    assert "| voices as written (no reduction, rescaling, re-articulation or holding) | 1.3863 | 4.000 | 999 |" in text
     assert "| Exact (model) | Exact (random-init) |" in text
     assert "| max_polyphony | 3 | 3 | 0.667 | 0.000 | 1.000 | 0.333 | 0.333 | 1.667 | yes |" in text
     assert "### max_polyphony (random-init)" in text

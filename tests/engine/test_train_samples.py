@@ -836,6 +836,22 @@ def test_rearticulated_samples_decode_to_their_window():
     assert all(s.note_grid == (-1, 0) for s in plain)
 
 
+def test_the_voices_as_written_draw_no_augmentation_whatever_the_shares():
+    """The evaluation's comparable loss: every window is the pieces' own voices, transposed."""
+    piece = long_chorale_piece(8)
+    everything = SampleConfig(**{share: 1.0 for share in AUGMENTATIONS_OFF})
+    written = everything.as_written()
+    assert written.infill_probability == everything.infill_probability
+    samples = draw(written, n=40, piece=piece)
+    assert {s.kind for s in samples} == {"plain", "infill", "autoregressive"}
+    for sample in samples:
+        assert sample.merged_tracks == () and sample.time_scale == 1.0
+        assert sample.note_grid == (-1, 0) and sample.held == (-1, 0)
+        assert np.array_equal(sample.window.notes.as_table(), window_from_piece(sample, piece))
+    augmented = draw(everything, n=10, piece=piece)
+    assert all(s.merged_tracks or s.time_scale != 1.0 or s.held[1] for s in augmented)
+
+
 @pytest.mark.parametrize(
     "share",
     [
