@@ -243,7 +243,8 @@ def build_report(
 
     ``validation_loss`` is the mean cross-entropy in nats per token (perplexity = e^loss) on the
     training mix of samples; ``validation_voices`` (loss, tokens) the same on the voices as written
-    (no reduction, rescaling, re-articulation or holding), comparable across runs with other augmentation shares;
+    (no reduction, rescaling, re-articulation or holding), comparable across runs with other
+    augmentation shares;
     ``adherence`` maps system ("model", "random-init") → attribute → ``adherence(...)`` dict;
     ``realtime_ms`` maps inference precision ("fp32", "int8", ...) → the times to generate one bar
     of one voice with 1 torch thread; the first precision is the one the quality sections ran.
@@ -299,10 +300,13 @@ def _loss_entry(loss: float, tokens: int | None) -> dict[str, Any]:
     }
 
 
+VOICES_AS_WRITTEN = "voices as written (no reduction, rescaling, re-articulation or holding)"
+
+
 def _validation_lines(validation: Mapping[str, Any]) -> list[str]:
     entries = [("training mix", validation)]
     if validation.get("voices_only"):
-        entries.append(("voices as written (no reduction, rescaling, re-articulation or holding)", validation["voices_only"]))
+        entries.append((VOICES_AS_WRITTEN, validation["voices_only"]))
     rows = [
         [
             name,
